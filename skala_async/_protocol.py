@@ -1,0 +1,445 @@
+"""The pure core: validate drafts, describe requests, read responses. No I/O here.
+
+Everything in this module is synchronous and deterministic, so it is tested without a
+network (``tests/test_protocol.py``). ``_transport`` turns a :class:`Request` into bytes on
+the wire and hands back a :class:`RawResponse`; the functions below decide what it means.
+
+API facts are from the Ripio Ramps API pages (reference sections in brackets).
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import json
+import math
+import time
+import unicodedata
+import urllib.parse
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+import cattrs
+
+from . import _convert
+from ._limits import (
+    ALLOWED_EXTENSIONS,
+    CREATE_PATH,
+    MAX_DESCRIPTION_CHARS,
+    MAX_FILE_BYTES,
+    MAX_FILES,
+    MAX_SUMMARY_CHARS,
+    MAX_TOTAL_BYTES,
+    MIB,
+    SUPPORT_TICKETS_NOT_ENABLED_CODE,
+    TICKET_PATH,
+    TOKEN_PATH,
+)
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    RateLimitedError,
+    ServerError,
+    SupportTicketsNotEnabledError,
+    TicketNotFoundError,
+    UnexpectedResponseError,
+    ValidationError,
+)
+from .models import Attachment, Ticket, TicketDraft
+
+Kind = Literal["token", "create", "get"]
+
+#: Largest response body we read. Documented bodies are under 1 KiB; a hostile or broken
+#: server cannot make the client buffer more than this.
+MAX_RESPONSE_BYTES = 1 * MIB
+
+
+@attrs.frozen
+class Request:
+    """What to send, independent of any HTTP library.
+
+    ``fields`` and ``files`` make a ``multipart/form-data`` body (create); ``form`` makes an
+    ``application/x-www-form-urlencoded`` body (token). ``headers`` never include the bearer
+    token: the client adds it per attempt, so a refreshed token is used on a retry.
+    """
+
+    kind: Kind
+    method: str
+    path: str
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
+    fields: tuple[tuple[str, str], ...] = ()
+    files: tuple[Attachment, ...] = ()
+    form: tuple[tuple[str, str], ...] = ()
+    needs_auth: bool = True
+
+    @property
+    def body_size(self) -> int:
+        """Bytes of file content in the body (used to size upload timeouts)."""
+        return sum(f.size or 0 for f in self.files)
+
+
+@attrs.frozen
+class RawResponse:
+    """A response as bytes: status, headers (case-insensitive mapping) and body."""
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+    truncated: bool = False
+
+
+@attrs.frozen
+class TokenInfo:
+    """The token endpoint's answer (reference section 2)."""
+
+    access_token: str = attrs.field(repr=False)
+    expires_in: int
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name
+    scope: str | None = None
+
+
+# --------------------------------------------------------------------------- validation
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _text_problems(name: str, value: object, limit: int, *, one_line: bool) -> list[str]:
+    if not isinstance(value, str):
+        return [f"{name}: must be a string, not {type(value).__name__}"]
+    problems = []
+    if not value.strip():
+        problems.append(f"{name}: must not be empty")
+    if len(value) > limit:
+        problems.append(f"{name}: must be at most {limit} characters (got {len(value)})")
+    if one_line and any(c in _LINE_BREAKS for c in value):
+        problems.append(f"{name}: must be a single line (no line breaks)")
+    if "\x00" in value:
+        problems.append(f"{name}: must not contain NUL characters")
+    return problems
+
+
+def clean_filename(name: str) -> str:
+    """The name to send: the last path component, without control characters.
+
+    Both separators are stripped whatever the platform (a name from Windows arrives with
+    backslashes), so a local directory never leaves the machine.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in base if unicodedata.category(c) != "Cc").strip()
+
+
+def _extension(filename: str) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    return ext.lower() if dot and stem else ""
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} bytes"
+
+
+def validate_draft(draft: TicketDraft) -> list[str]:
+    """Every way ``draft`` breaks the documented limits, as sentences; empty if none.
+
+    Limits (reference section 4): customer id a UUID; summary non-empty, one line, at most
+    240 characters; description non-empty, at most 5000 characters; at most 5 files of at
+    most 25 MiB each and 50 MiB together, with an allowed extension; every file readable.
+    """
+    problems: list[str] = []
+    cid: object = draft.customer_id
+    if isinstance(cid, str):
+        try:
+            uuid.UUID(cid.strip())
+        except ValueError:
+            problems.append(f"customer_id: {cid!r} is not a UUID")
+    elif not isinstance(cid, uuid.UUID):
+        problems.append(f"customer_id: must be a UUID string, not {type(cid).__name__}")
+    problems += _text_problems("summary", draft.summary, MAX_SUMMARY_CHARS, one_line=True)
+    problems += _text_problems(
+        "description", draft.description, MAX_DESCRIPTION_CHARS, one_line=False
+    )
+    if len(draft.files) > MAX_FILES:
+        problems.append(f"files: at most {MAX_FILES} attachments (got {len(draft.files)})")
+    total = 0
+    for i, att in enumerate(draft.files):
+        label = f"files[{i}]"
+        name = clean_filename(att.filename)
+        if att.problem:
+            problems.append(f"{label}: {att.problem}")
+        if not name:
+            problems.append(f"{label}: needs a file name")
+        else:
+            ext = _extension(name)
+            if ext not in ALLOWED_EXTENSIONS:
+                allowed = " ".join(sorted(ALLOWED_EXTENSIONS))
+                shown = f".{ext}" if ext else "no extension"
+                problems.append(f"{label}: {name!r} has {shown}; allowed extensions are {allowed}")
+        if att.size is not None:
+            total += att.size
+            if att.size > MAX_FILE_BYTES:
+                problems.append(
+                    f"{label}: {name!r} is {_fmt_size(att.size)}, over the "
+                    f"{_fmt_size(MAX_FILE_BYTES)} limit per file"
+                )
+    if total > MAX_TOTAL_BYTES:
+        problems.append(
+            f"files: {_fmt_size(total)} together, over the {_fmt_size(MAX_TOTAL_BYTES)} limit"
+        )
+    return problems
+
+
+def check_draft(draft: TicketDraft) -> None:
+    """Raise :class:`ValidationError` listing every problem of ``draft``, if any."""
+    problems = validate_draft(draft)
+    if problems:
+        raise ValidationError(problems)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def create_request(draft: TicketDraft) -> Request:
+    """The create-ticket request for a draft (validates it first)."""
+    check_draft(draft)
+    cid = draft.customer_id
+    cid_text = str(cid if isinstance(cid, uuid.UUID) else uuid.UUID(cid.strip()))
+    files = tuple(
+        attrs.evolve(a, filename=clean_filename(a.filename))
+        if clean_filename(a.filename) != a.filename
+        else a
+        for a in draft.files
+    )
+    return Request(
+        kind="create",
+        method="POST",
+        path=CREATE_PATH,
+        headers={"Accept": "application/json"},
+        fields=(
+            ("customerId", cid_text),
+            ("summary", draft.summary),
+            ("description", draft.description),
+        ),
+        files=files,
+    )
+
+
+def ticket_id_of(ticket_id: uuid.UUID | str) -> uuid.UUID:
+    """Parse a ticket id, raising :class:`ValidationError` for anything not a UUID."""
+    if isinstance(ticket_id, uuid.UUID):
+        return ticket_id
+    if isinstance(ticket_id, str):
+        try:
+            return uuid.UUID(ticket_id.strip())
+        except ValueError:
+            pass
+    raise ValidationError([f"ticket_id: {ticket_id!r} is not a UUID"])
+
+
+def get_request(ticket_id: uuid.UUID | str) -> Request:
+    """The retrieve-ticket request (reference section 5)."""
+    tid = ticket_id_of(ticket_id)
+    return Request(
+        kind="get",
+        method="GET",
+        path=TICKET_PATH.format(ticket_id=tid),
+        headers={"Accept": "application/json"},
+    )
+
+
+def token_request(client_id: str, client_secret: str) -> Request:
+    """The client-credentials token request (reference section 2)."""
+    raw = f"{client_id}:{client_secret}".encode()
+    return Request(
+        kind="token",
+        method="POST",
+        path=TOKEN_PATH,
+        headers={
+            "Authorization": "Basic " + base64.b64encode(raw).decode("ascii"),
+            "Accept": "application/json",
+        },
+        form=(("grant_type", "client_credentials"),),
+        needs_auth=False,
+    )
+
+
+def form_body(request: Request) -> bytes:
+    """The urlencoded body of a token request."""
+    return urllib.parse.urlencode(request.form).encode("ascii")
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    Returns ``None`` when absent or unreadable, never a negative number.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def error_for(request: Request, response: RawResponse) -> ApiError:
+    """The typed error for a non-2xx response (reference section 7)."""
+    status = response.status
+    data = _json_object(response.body)
+    code = data.get("code") if data else None
+    if not isinstance(code, int) or isinstance(code, bool):
+        code = None
+    etype = data.get("type") if data else None
+    if not isinstance(etype, str):
+        etype = None
+    detail = data.get("detail") if data else None
+    if isinstance(detail, str):
+        detail = {"message": detail}
+    if not isinstance(detail, dict):
+        detail = None
+    excerpt = None if data is not None else _excerpt_of(response.body)
+    kw: dict[str, Any] = {
+        "code": code,
+        "type": etype,
+        "detail": detail,
+        "headers": response.headers,
+        "body_excerpt": excerpt,
+        "method": request.method,
+        "path": request.path,
+    }
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 403 and code == SUPPORT_TICKETS_NOT_ENABLED_CODE:
+        return SupportTicketsNotEnabledError(status, **kw)
+    if status in (401, 403):
+        return AuthenticationError(status, **kw)
+    if status == 404:
+        return TicketNotFoundError(status, **kw)
+    if status == 429:
+        return RateLimitedError(status, retry_after=retry_after, **kw)
+    if status >= 500:
+        return ServerError(status, retry_after=retry_after, **kw)
+    if status == 400 or 400 <= status < 500:
+        return BadRequestError(status, **kw) if status == 400 else ApiError(status, **kw)
+    return UnexpectedResponseError(status, **kw)
+
+
+def _excerpt_of(body: bytes, limit: int = 200) -> str:
+    text = " ".join(body[:limit].decode("utf-8", "replace").split())
+    return text + ("…" if len(body) > limit else "")
+
+
+def _unexpected(request: Request, response: RawResponse, why: str) -> UnexpectedResponseError:
+    return UnexpectedResponseError(
+        response.status,
+        headers=response.headers,
+        body_excerpt=_excerpt_of(response.body),
+        method=request.method,
+        path=request.path,
+        message=(
+            f"HTTP {response.status} on {request.method} {request.path}: {why}; "
+            f"body starts {_excerpt_of(response.body, 120)!r}"
+        ),
+    )
+
+
+def _structured(request: Request, response: RawResponse, cls: type[Any]) -> Any:
+    if response.truncated:
+        raise _unexpected(request, response, f"body larger than {MAX_RESPONSE_BYTES} bytes")
+    data = _json_object(response.body)
+    if data is None:
+        raise _unexpected(request, response, "body is not a JSON object")
+    try:
+        return _convert.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        if isinstance(exc, cattrs.BaseValidationError):
+            why = "; ".join(cattrs.transform_error(exc))
+        else:
+            why = str(exc)
+        raise _unexpected(request, response, f"unexpected JSON ({why})") from None
+
+
+def parse_ticket(request: Request, response: RawResponse) -> Ticket:
+    """A :class:`Ticket` from a create (202) or retrieve (200) response, or raise.
+
+    Create answers 202 and retrieve 200; either 2xx is accepted for both, since the body
+    is the same three fields.
+    """
+    if not 200 <= response.status < 300:
+        raise error_for(request, response)
+    ticket: Ticket = _structured(request, response, Ticket)
+    if request.kind == "get":
+        expected = request.path.rstrip("/").rsplit("/", 1)[-1]
+        if str(ticket.ticket_id) != expected:
+            raise _unexpected(request, response, f"ticketId {ticket.ticket_id} is not {expected}")
+    return ticket
+
+
+def parse_token(request: Request, response: RawResponse) -> TokenInfo:
+    """The access token from a token response, or raise."""
+    if response.status != 200:
+        raise error_for(request, response)
+    info: TokenInfo = _structured(request, response, TokenInfo)
+    if not info.access_token or info.expires_in <= 0:
+        raise _unexpected(request, response, "empty token or non-positive expiresIn")
+    return info
+
+
+# --------------------------------------------------------------------------- retry rules
+
+
+def create_may_be_resent(error: BaseException) -> bool:
+    """Whether a failed create surely did not reach Ripio, so sending it again is safe.
+
+    The API has no idempotency key (reference section 9), so only three cases qualify: a
+    connection that could not be opened, a 429, and a 503 that carries ``Retry-After``
+    (the server shedding load before doing any work).
+    """
+    from .errors import TransportError
+
+    if isinstance(error, TransportError):
+        return not error.request_sent
+    if isinstance(error, RateLimitedError):
+        return True
+    return isinstance(error, ServerError) and error.status == 503 and error.retry_after is not None
+
+
+def read_may_be_resent(error: BaseException) -> bool:
+    """Whether a GET or token request that failed this way is worth another try."""
+    from .errors import TransportError
+
+    if isinstance(error, (TransportError, RateLimitedError, ServerError)):
+        return True
+    return isinstance(error, ApiError) and error.status == 408
+
+
+def is_auth_failure(error: BaseException) -> bool:
+    """401, or 403 with a code other than 20061: the token may be stale (reference §10.6)."""
+    return isinstance(error, AuthenticationError)
+
+
+def server_delay(error: BaseException) -> float | None:
+    """The delay the server asked for with ``Retry-After``, if the error carries one."""
+    if isinstance(error, (RateLimitedError, ServerError)):
+        return error.retry_after
+    return None

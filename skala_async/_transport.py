@@ -1,0 +1,317 @@
+"""The only client-side module that imports aiohttp.
+
+It turns a pure :class:`~skala_async._protocol.Request` into bytes on the wire and hands
+back a :class:`~skala_async._protocol.RawResponse`. Every aiohttp exception is caught here
+and re-raised as a :class:`~skala_async.errors.TransportError` (the original kept as
+``__cause__``), with ``request_sent`` telling whether the server may have seen it.
+
+Uploads stream: each attachment is an :class:`AttachmentPayload` that knows its size (so
+aiohttp sends ``Content-Length``, never chunked encoding, which Django under WSGI reads as
+an empty body) and reads its file in 256 KiB chunks in a worker thread, opening it anew
+for every attempt. Filenames are sent as raw UTF-8 (``quote_fields=False``): the default
+percent-encoding is not decoded by Django or aiohttp's own server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import aiohttp
+import attrs
+from aiohttp.abc import AbstractStreamWriter
+
+from ._protocol import MAX_RESPONSE_BYTES, RawResponse, Request, form_body
+from .errors import RequestTimeoutError, TransportError
+from .models import Attachment
+
+__all__ = ["AttachmentPayload", "Timeouts", "Transport"]
+
+CHUNK_SIZE = 256 * 1024
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(bytes_sent, bytes_total)`` after each chunk of file content."""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("skala-async")
+    except Exception:  # pragma: no cover - running from a source tree without metadata
+        return "0"
+
+
+USER_AGENT = (
+    f"skala-async/{_version()} aiohttp/{aiohttp.__version__} python/{platform.python_version()}"
+)
+
+
+@attrs.frozen
+class Timeouts:
+    """Per-request time limits, in seconds.
+
+    Attributes:
+        connect: to open a connection (including waiting for a free one in the pool).
+        read: a whole GET or token request, from start to the last byte of the answer.
+        upload_read: after a create's body is sent, to wait for the answer; it also covers
+            the server's own processing of the upload.
+        upload_min_rate: bytes per second below which an upload is abandoned; an upload of
+            N bytes may take ``connect + upload_read + N / upload_min_rate`` in all.
+    """
+
+    connect: float = 10.0
+    read: float = 30.0
+    upload_read: float = 120.0
+    upload_min_rate: float = 64 * 1024
+
+    def for_upload(self, size: int) -> float:
+        """The overall bound for an upload of ``size`` bytes of files."""
+        return self.connect + self.upload_read + size / self.upload_min_rate
+
+
+class AttachmentPayload(aiohttp.payload.Payload):
+    """A multipart part streamed from an :class:`Attachment`, with a known size."""
+
+    _autoclose = True
+
+    def __init__(
+        self,
+        attachment: Attachment,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__(
+            attachment, content_type=attachment.content_type, filename=attachment.filename
+        )
+        self._attachment = attachment
+        self._size = attachment.size
+        self._progress = progress
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("an attachment is binary content, it has no text form")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        att = self._attachment
+        expected = att.size or 0
+        remaining = expected if content_length is None else min(expected, content_length)
+        if att.data is not None:  # in memory already: no thread needed
+            view = memoryview(att.data)[:remaining]
+            for start in range(0, len(view), CHUNK_SIZE):
+                piece = view[start : start + CHUNK_SIZE]
+                await writer.write(piece)
+                if self._progress is not None:
+                    self._progress(len(piece))
+            return
+        loop = asyncio.get_running_loop()
+        chunks = att.iter_chunks(CHUNK_SIZE)
+        try:
+            while remaining > 0:
+                chunk = await loop.run_in_executor(None, _next_chunk, chunks)
+                if not chunk:
+                    raise OSError(
+                        f"{att.filename!r} became shorter while it was being sent "
+                        f"({expected - remaining} of {expected} bytes)"
+                    )
+                chunk = chunk[:remaining]
+                remaining -= len(chunk)
+                await writer.write(chunk)
+                if self._progress is not None:
+                    self._progress(len(chunk))
+        finally:
+            chunks.close()  # closes only what it opened: a caller's file object stays open
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes:
+    return next(chunks, b"")
+
+
+def _form(request: Request, progress: ProgressCallback | None) -> aiohttp.FormData:
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in request.fields:
+        form.add_field(name, value)
+    total = request.body_size
+    sent = 0
+
+    def on_chunk(n: int) -> None:
+        nonlocal sent
+        sent += n
+        if progress is not None:
+            progress(sent, total)
+
+    for att in request.files:
+        form.add_field(
+            "files",
+            AttachmentPayload(att, progress=on_chunk if progress is not None else None),
+            filename=att.filename,
+            content_type=att.content_type,
+        )
+    return form
+
+
+class Transport:
+    """Sends requests with one aiohttp session: the caller's, or one made on first use.
+
+    A session the caller passed in is used as it is and never closed here. A session made
+    here is created inside the first request (so nothing binds to an event loop before a
+    loop runs) and closed by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeouts: Timeouts | None = None,
+        user_agent: str | None = None,
+        connection_limit: int = 100,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeouts = timeouts or Timeouts()
+        self._session = session
+        self._owns_session = session is None
+        self._user_agent = user_agent or USER_AGENT
+        self._connection_limit = connection_limit
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this client is closed; make a new one")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connection_limit),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self.timeouts.connect, connect=self.timeouts.connect
+                ),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session if we made it; idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session and not session.closed:
+            await session.close()
+
+    def _timeout(self, request: Request, limit: float | None) -> aiohttp.ClientTimeout:
+        t = self.timeouts
+        if request.kind == "create":
+            total = t.for_upload(request.body_size)
+            sock_read: float | None = t.upload_read
+        else:
+            total = t.read
+            sock_read = None
+        if limit is not None:
+            total = min(total, limit)
+            sock_read = None if sock_read is None else min(sock_read, limit)
+        return aiohttp.ClientTimeout(
+            total=max(total, 0.001), connect=t.connect, sock_connect=t.connect, sock_read=sock_read
+        )
+
+    async def send(
+        self,
+        request: Request,
+        *,
+        token: str | None = None,
+        time_limit: float | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> RawResponse:
+        """Send ``request`` once and return the raw response.
+
+        Args:
+            token: the bearer token, for requests that need one.
+            time_limit: seconds this attempt may take at most (a caller's deadline).
+            progress: upload progress callback for a create.
+
+        Raises:
+            TransportError: no usable response arrived.
+        """
+        session = self._get_session()
+        headers: dict[str, str] = {"User-Agent": self._user_agent, **request.headers}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        data: Any = None
+        if request.kind == "create":
+            data = _form(request, progress)
+        elif request.form:
+            data = form_body(request)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        try:
+            async with session.request(
+                request.method,
+                self.base_url + request.path,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                raise_for_status=False,
+                timeout=self._timeout(request, time_limit),
+            ) as resp:
+                body, truncated = await _read_capped(resp)
+                return RawResponse(resp.status, resp.headers, body, truncated)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Nothing was sent: the connection never opened (refused, DNS, TLS, pool wait).
+            raise _wrap(exc, request, request_sent=False) from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            # ValueError: aiohttp refusing a header or filename it considers unsafe.
+            raise _wrap(exc, request, request_sent=True) from exc
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    limit = MAX_RESPONSE_BYTES
+    if resp.content_length is not None and resp.content_length > limit:
+        resp.close()
+        return b"", True
+    body = await resp.content.read(limit + 1)
+    chunks = [body]
+    size = len(body)
+    while body and size <= limit:
+        body = await resp.content.read(limit + 1 - size)
+        chunks.append(body)
+        size += len(body)
+    data = b"".join(chunks)
+    if size > limit:
+        resp.close()  # do not drain a hostile body; drop the connection instead
+        return data[:limit], True
+    return data, False
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def _wrap(exc: BaseException, request: Request, *, request_sent: bool) -> TransportError:
+    cls = (
+        RequestTimeoutError
+        if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError))
+        else TransportError
+    )
+    return cls(
+        f"{request.method} {request.path}: {_describe(exc)}",
+        method=request.method,
+        path=request.path,
+        request_sent=request_sent,
+    )
+
+
+def headers_dict(headers: Mapping[str, str]) -> dict[str, str]:
+    """A plain copy of response headers (for reprs and JSON output)."""
+    return dict(headers.items())

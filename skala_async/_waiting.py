@@ -1,0 +1,284 @@
+"""Ticket handles: wait for a ticket's outcome by polling, woken early by any news.
+
+A :class:`TicketHandle` drives its own polling only while it is awaited (there is no
+background task: cancel the wait and nothing is left running). Between GETs it sleeps on a
+future registered in the client's :class:`WaitHub`; anything that learns the ticket's state
+(a webhook, another handle's GET, ``get_ticket``) publishes it there, and every handle
+waiting on that ticket wakes at once. The sleep itself is a ``loop.call_later`` timer, so
+10,000 waiting handles are 10,000 timers in the event loop's heap, not 10,000 tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from ._backoff import PollPolicy
+from .errors import (
+    RateLimitedError,
+    ServerError,
+    TicketFailedError,
+    TransportError,
+    UnexpectedResponseError,
+    WaitTimeoutError,
+)
+from .models import Ticket, TicketStatus
+
+if TYPE_CHECKING:
+    from .client import SkalaClient
+
+__all__ = ["TicketHandle", "WaitHub"]
+
+log = logging.getLogger("skala_async.wait")
+
+#: Default overall deadline of a wait, in seconds.
+DEFAULT_WAIT_TIMEOUT = 600.0
+
+
+class WaitHub:
+    """Fan-out of ticket news to the handles waiting on each ticket."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[uuid.UUID, set[asyncio.Future[Ticket | None]]] = {}
+        self.published = 0
+
+    def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
+        self._waiters.setdefault(ticket_id, set()).add(fut)
+
+    def discard(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
+        futs = self._waiters.get(ticket_id)
+        if futs is not None:
+            futs.discard(fut)
+            if not futs:
+                del self._waiters[ticket_id]
+
+    def waiting(self, ticket_id: uuid.UUID | None = None) -> int:
+        """How many waits are sleeping (on one ticket, or in all)."""
+        if ticket_id is not None:
+            return len(self._waiters.get(ticket_id, ()))
+        return sum(len(f) for f in self._waiters.values())
+
+    def publish(self, ticket: Ticket) -> int:
+        """Hand ``ticket`` to every wait on it; returns how many were woken."""
+        self.published += 1
+        futs = self._waiters.get(ticket.ticket_id)
+        if not futs:
+            return 0
+        woken = 0
+        for fut in list(futs):
+            if not fut.done():
+                fut.set_result(ticket)
+                woken += 1
+        return woken
+
+
+def _wake(fut: asyncio.Future[Ticket | None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class TicketHandle:
+    """A ticket that was accepted and may still be ``PENDING``.
+
+    Made by :meth:`SkalaClient.create_ticket` (with the ``PENDING`` ticket of the 202) or
+    by :meth:`SkalaClient.ticket_handle` (from an id saved earlier). The handle is cheap
+    and holds no task; :meth:`wait_until_created` and :meth:`watch` poll while awaited.
+
+    Attributes:
+        ticket_id: the ticket's id: all you need to store to resume after a restart.
+        ticket: the last state seen (``None`` for a handle rebuilt from an id until the
+            first poll).
+    """
+
+    def __init__(
+        self,
+        client: SkalaClient,
+        ticket_id: uuid.UUID,
+        ticket: Ticket | None = None,
+        *,
+        accepted_at: float | None = None,
+    ) -> None:
+        self._client = client
+        self.ticket_id = ticket_id
+        self.ticket = ticket
+        #: Event-loop time the 202 arrived (``None`` for a rebuilt handle).
+        self.accepted_at = accepted_at
+        #: Event-loop time a final status was first seen.
+        self.finished_at: float | None = None
+        #: GETs this handle has made.
+        self.polls = 0
+
+    @property
+    def status(self) -> TicketStatus | None:
+        """Status last seen, or ``None`` if never seen."""
+        return self.ticket.status if self.ticket is not None else None
+
+    @property
+    def issue_key(self) -> str | None:
+        """Issue key last seen (set once ``CREATED``)."""
+        return self.ticket.issue_key if self.ticket is not None else None
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from acceptance to the final status, when both are known."""
+        if self.accepted_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.accepted_at
+
+    def __repr__(self) -> str:
+        status = self.status.value if self.status is not None else "unknown"
+        key = f" {self.issue_key}" if self.issue_key else ""
+        return f"<TicketHandle {self.ticket_id} {status}{key}>"
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("ticket id", str(self.ticket_id)),
+            ("status", self.status.value if self.status is not None else "unknown"),
+            ("issue key", self.issue_key or "—"),
+        ]
+        if self.elapsed is not None:
+            rows.append(("seconds to outcome", f"{self.elapsed:.2f}"))
+        rows.append(("polls", str(self.polls)))
+        body = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table class='skala-ticket-handle'>{body}</table>"
+
+    def _see(self, ticket: Ticket, now: float) -> bool:
+        """Record ``ticket``; True if the status changed."""
+        changed = self.ticket is None or self.ticket.status != ticket.status
+        self.ticket = ticket
+        if ticket.is_final and self.finished_at is None:
+            self.finished_at = now
+        return changed
+
+    async def refresh(self) -> Ticket:
+        """One GET now; returns (and remembers) the ticket's current state."""
+        ticket = await self._client.get_ticket(self.ticket_id)
+        self.polls += 1
+        self._see(ticket, asyncio.get_running_loop().time())
+        return ticket
+
+    async def wait_until_created(
+        self,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        *,
+        raise_on_failure: bool = True,
+        poll: PollPolicy | None = None,
+    ) -> Ticket:
+        """Wait until the ticket is ``CREATED`` (or ``FAILED``) and return it.
+
+        Polls the retrieve endpoint on the client's :class:`PollPolicy` (first GET 1 s after
+        acceptance, then every ``max(1 s, 25 % of the time waited)`` ±10 %, at most 30 s
+        apart), and wakes at once when the client learns the state any other way (a
+        verified webhook, another handle's poll). A ``Retry-After`` from the server lengthens
+        the next gap, within the policy's bounds. Transient failures of a GET (5xx, 429,
+        timeouts, dropped connections) are retried and never end the wait before its
+        deadline; 401/403/404 end it at once.
+
+        Args:
+            timeout: overall deadline in seconds (default 600). Each GET's own timeout is cut
+                to what is left, and no sleep runs past it. ``None`` waits forever.
+            raise_on_failure: on ``FAILED`` raise :class:`TicketFailedError` (default) or
+                return the FAILED ticket.
+            poll: a :class:`PollPolicy` for this wait, instead of the client's.
+
+        Raises:
+            TicketFailedError: the ticket ended ``FAILED`` (and ``raise_on_failure``).
+            WaitTimeoutError: the deadline passed; it carries the last ticket seen.
+            ApiError: the API refused the GET (not found, authentication, 20061).
+
+        Cancelling the awaiting task stops the polling and leaves nothing running; the
+        ticket itself is unaffected (the API has no cancel).
+        """
+        ticket: Ticket | None = self.ticket
+        async for ticket in self._changes(timeout, poll, yield_current=False):
+            if ticket.is_final:
+                break
+        assert ticket is not None  # _changes ends only after yielding a final ticket
+        if ticket.status is TicketStatus.FAILED and raise_on_failure:
+            raise TicketFailedError(ticket)
+        return ticket
+
+    def watch(
+        self,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        *,
+        poll: PollPolicy | None = None,
+    ) -> AsyncIterator[Ticket]:
+        """Yield the ticket each time its status changes, ending after a final status.
+
+        The first item is the current state (fetched if the handle has none). A FAILED
+        ticket is yielded, not raised. Same polling, deadline and errors as
+        :meth:`wait_until_created`.
+        """
+        return self._changes(timeout, poll, yield_current=True)
+
+    async def _changes(
+        self, timeout: float | None, poll: PollPolicy | None, *, yield_current: bool
+    ) -> AsyncIterator[Ticket]:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        client = self._client
+        policy = poll or client.poll_policy
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        deadline = None if timeout is None else now + timeout
+        start = self.accepted_at if self.accepted_at is not None else now
+        # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
+        next_poll = start + policy.first_delay if self.ticket is not None else now
+        if yield_current and self.ticket is not None:
+            yield self.ticket
+            if self.ticket.is_final:
+                return
+        elif self.ticket is not None and self.ticket.is_final:
+            yield self.ticket
+            return
+        hub = client._hub
+        rng = random.Random()
+        while True:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket)
+            if now < next_poll:
+                wake_at = next_poll if deadline is None else min(next_poll, deadline)
+                news = await self._sleep(loop, hub, wake_at - now)
+                if news is not None:
+                    if self._see(news, loop.time()):
+                        yield news
+                    if news.is_final:
+                        return
+                continue
+            retry_after: float | None = None
+            try:
+                ticket = await client._get(self.ticket_id, deadline=deadline)
+            except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
+                # Transient (the GET already used its own retries): keep waiting.
+                retry_after = getattr(exc, "retry_after", None)
+                log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
+            else:
+                self.polls += 1
+                if self._see(ticket, loop.time()):
+                    yield ticket
+                if ticket.is_final:
+                    return
+            now = loop.time()
+            next_poll = now + policy.interval(now - start, retry_after, rng)
+
+    async def _sleep(
+        self, loop: asyncio.AbstractEventLoop, hub: WaitHub, seconds: float
+    ) -> Ticket | None:
+        fut: asyncio.Future[Ticket | None] = loop.create_future()
+        timer = loop.call_later(seconds, _wake, fut)
+        hub.add(self.ticket_id, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            hub.discard(self.ticket_id, fut)

@@ -1,0 +1,383 @@
+"""``SkalaClient``: create tickets, read them, and get handles to wait on them."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from . import _protocol
+from ._auth import ClientCredentials, StaticToken, TokenProvider
+from ._backoff import PollPolicy, RetryPolicy
+from ._protocol import RawResponse, Request
+from ._transport import ProgressCallback, Timeouts, Transport
+from ._waiting import TicketHandle, WaitHub
+from .errors import (
+    ApiError,
+    CreateOutcomeUnknownError,
+    RequestTimeoutError,
+    SkalaError,
+    TransportError,
+)
+from .models import FileLike, Ticket, TicketDraft
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["PRODUCTION_URL", "SANDBOX_URL", "SkalaClient"]
+
+log = logging.getLogger("skala_async")
+
+#: Ripio's sandbox environment (reference section 1).
+SANDBOX_URL = "https://skala-sandbox.ripio.com"
+#: Ripio's production environment.
+PRODUCTION_URL = "https://skala.ripio.com"
+
+T = TypeVar("T")
+
+
+def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
+    if not isinstance(base_url, str) or not base_url:
+        raise ValueError("base_url must be a URL such as SANDBOX_URL")
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("base_url must not carry a query, fragment or credentials")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing plain http:// to {parts.hostname}: credentials and tickets would travel "
+            "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it"
+        )
+    return base_url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _RateGate:
+    """One pause shared by every request of a client, set by ``Retry-After``."""
+
+    def __init__(self) -> None:
+        self.until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.until = max(self.until, loop.time() + seconds)
+
+    async def wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        # A later 429 may push `until` further while we sleep: check again on waking.
+        while (delay := self.until - loop.time()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(delay)
+
+
+class SkalaClient:
+    """Async client for the Skala Support Tickets API.
+
+    Args:
+        client_id: OAuth2 client id issued by Ripio (per environment).
+        client_secret: the matching secret; never shown in reprs, logs or errors.
+        token: a bearer token obtained elsewhere, instead of client credentials.
+        base_url: :data:`SANDBOX_URL` (default), :data:`PRODUCTION_URL`, or a sandbox of
+            your own (``http://127.0.0.1:PORT``).
+        session: an :class:`aiohttp.ClientSession` of yours; used as is and never closed
+            by this client. Without one, the client makes its own on first use.
+        allow_insecure_http: allow ``http://`` to a host that is not loopback.
+        timeouts: per-request time limits (:class:`Timeouts`).
+        retry: how requests are retried after transient failures (:class:`RetryPolicy`).
+        poll: how :meth:`TicketHandle.wait_until_created` polls (:class:`PollPolicy`).
+        max_concurrent_polls: GETs in flight at once for all waiting handles together.
+        token_margin: refresh a client-credentials token this many seconds before expiry.
+
+    Use it as ``async with SkalaClient(...) as client:``, or call :meth:`close`. Nothing
+    binds to an event loop until the first request, so a client can be made in one
+    notebook cell and used in the next.
+    """
+
+    def __init__(
+        self,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        *,
+        token: str | None = None,
+        base_url: str = SANDBOX_URL,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+        max_concurrent_polls: int = 32,
+        token_margin: float = 60.0,
+        user_agent: str | None = None,
+    ) -> None:
+        self.base_url = _check_base_url(base_url, allow_insecure_http)
+        if token is not None:
+            if client_id is not None or client_secret is not None:
+                raise ValueError("pass either token= or client_id/client_secret, not both")
+            self._auth: TokenProvider = StaticToken(token)
+        elif client_id and client_secret:
+            if not isinstance(client_id, str) or not isinstance(client_secret, str):
+                raise TypeError("client_id and client_secret must be strings")
+            creds = (client_id, client_secret)
+            self._auth = ClientCredentials(lambda: self._fetch_token(*creds), margin=token_margin)
+        else:
+            raise ValueError(
+                "credentials missing: pass client_id and client_secret (or token=), "
+                "or use SkalaClient.from_env() with SKALA_CLIENT_ID and SKALA_CLIENT_SECRET"
+            )
+        if max_concurrent_polls < 1:
+            raise ValueError(f"max_concurrent_polls must be >= 1, got {max_concurrent_polls}")
+        self.client_id = client_id
+        self.retry_policy = retry or RetryPolicy()
+        self.poll_policy = poll or PollPolicy()
+        self._transport = Transport(
+            self.base_url, session=session, timeouts=timeouts, user_agent=user_agent
+        )
+        self._hub = WaitHub()
+        self._gate = _RateGate()
+        self._max_polls = max_concurrent_polls
+        self._poll_slots: asyncio.Semaphore | None = None
+        #: Requests sent, by kind (``token``, ``create``, ``get``), attempts included.
+        self.request_counts: dict[str, int] = {"token": 0, "create": 0, "get": 0}
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> SkalaClient:
+        """A client configured from ``SKALA_CLIENT_ID``, ``SKALA_CLIENT_SECRET`` and
+        ``SKALA_BASE_URL`` (default :data:`SANDBOX_URL`); keyword arguments win."""
+        env = os.environ
+        kwargs.setdefault("client_id", env.get("SKALA_CLIENT_ID") or None)
+        kwargs.setdefault("client_secret", env.get("SKALA_CLIENT_SECRET") or None)
+        kwargs.setdefault("base_url", env.get("SKALA_BASE_URL") or SANDBOX_URL)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        auth = "token" if isinstance(self._auth, StaticToken) else f"client_id={self.client_id!r}"
+        state = " closed" if self._transport.closed else ""
+        return f"<SkalaClient {self.base_url} {auth}{state}>"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> SkalaClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client (and its own HTTP session; a caller's session stays open)."""
+        await self._auth.aclose()
+        await self._transport.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._transport.closed
+
+    # ------------------------------------------------------------------ public API
+
+    async def create_ticket(
+        self,
+        customer_id: str | uuid.UUID,
+        summary: str,
+        description: str,
+        files: Iterable[FileLike] = (),
+        *,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> TicketHandle:
+        """Create a support ticket on behalf of a customer; returns a PENDING handle.
+
+        Every documented limit is checked first, and all problems are reported at once in a
+        :class:`ValidationError` before anything is sent. Attachments stream from disk.
+
+        Args:
+            customer_id: the customer (must exist on Ripio's side with an email).
+            summary: one line, at most 240 characters.
+            description: at most 5000 characters.
+            files: up to 5 paths, :class:`Attachment` objects or open binary files
+                (jpg jpeg png webp mp4 mov avi webm pdf; 25 MiB each, 50 MiB together).
+            progress: ``progress(bytes_sent, bytes_total)`` called as file content is sent.
+            timeout: overall seconds for the call, retries included.
+
+        Raises:
+            ValidationError: the input breaks a documented limit (nothing was sent).
+            CreateOutcomeUnknownError: the request may have created a ticket (timeout after
+                sending, 500/502/504, connection lost); it is never re-sent automatically.
+            SupportTicketsNotEnabledError, BadRequestError, AuthenticationError ...: refused.
+        """
+        draft = TicketDraft(customer_id, summary, description, tuple(files))
+        return await self.submit(draft, progress=progress, timeout=timeout)
+
+    async def submit(
+        self,
+        draft: TicketDraft,
+        *,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> TicketHandle:
+        """Like :meth:`create_ticket`, from a :class:`TicketDraft`."""
+        request = _protocol.create_request(draft)
+        deadline = self._deadline(timeout)
+        ticket = await self._execute(request, _protocol.parse_ticket, deadline, progress)
+        loop = asyncio.get_running_loop()
+        self._hub.publish(ticket)
+        return TicketHandle(self, ticket.ticket_id, ticket, accepted_at=loop.time())
+
+    async def get_ticket(
+        self, ticket_id: uuid.UUID | str, *, timeout: float | None = None
+    ) -> Ticket:
+        """The ticket's current state (one GET, retried on transient failures)."""
+        tid = _protocol.ticket_id_of(ticket_id)
+        return await self._get(tid, deadline=self._deadline(timeout), poll_slot=False)
+
+    def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle:
+        """A handle for a ticket created earlier (for example before a restart)."""
+        return TicketHandle(self, _protocol.ticket_id_of(ticket_id))
+
+    # ------------------------------------------------------------------ internals
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            return None
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        return asyncio.get_running_loop().time() + timeout
+
+    async def _get(
+        self, ticket_id: uuid.UUID, *, deadline: float | None, poll_slot: bool = True
+    ) -> Ticket:
+        request = _protocol.get_request(ticket_id)
+        if poll_slot:
+            if self._poll_slots is None:
+                self._poll_slots = asyncio.Semaphore(self._max_polls)
+            async with self._poll_slots:
+                ticket = await self._execute(request, _protocol.parse_ticket, deadline)
+        else:
+            ticket = await self._execute(request, _protocol.parse_ticket, deadline)
+        self._hub.publish(ticket)
+        return ticket
+
+    async def _fetch_token(self, client_id: str, client_secret: str) -> _protocol.TokenInfo:
+        request = _protocol.token_request(client_id, client_secret)
+        return await self._execute(request, _protocol.parse_token, None)
+
+    async def _execute(
+        self,
+        request: Request,
+        parse: Callable[[Request, RawResponse], T],
+        deadline: float | None,
+        progress: ProgressCallback | None = None,
+    ) -> T:
+        """Send ``request`` with retries, token refresh and the shared rate gate."""
+        try:
+            return await self._attempts(request, parse, deadline, progress)
+        except SkalaError as exc:
+            if request.kind == "create" and _ambiguous(exc):
+                raise CreateOutcomeUnknownError(
+                    f"the create request may or may not have opened a ticket ({exc}); it was "
+                    "not re-sent, because the API has no idempotency key. Check with Ripio "
+                    "(or your webhook) before creating it again",
+                    cause=exc,
+                ) from exc
+            raise
+
+    async def _attempts(
+        self,
+        request: Request,
+        parse: Callable[[Request, RawResponse], T],
+        deadline: float | None,
+        progress: ProgressCallback | None,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        policy = self.retry_policy
+        may_resend = (
+            _protocol.create_may_be_resent
+            if request.kind == "create"
+            else _protocol.read_may_be_resent
+        )
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            await self._gate.wait()
+            token = await self._auth.token() if request.needs_auth else None
+            limit = None if deadline is None else deadline - loop.time()
+            if limit is not None and limit <= 0:
+                raise RequestTimeoutError(
+                    f"{request.method} {request.path}: deadline reached before sending",
+                    method=request.method,
+                    path=request.path,
+                    request_sent=False,
+                )
+            self.request_counts[request.kind] += 1
+            try:
+                raw = await self._transport.send(
+                    request, token=token, time_limit=limit, progress=progress
+                )
+                log.debug(
+                    "%s %s -> %d (attempt %d)", request.method, request.path, raw.status, attempt
+                )
+                return parse(request, raw)
+            except SkalaError as exc:
+                if (
+                    token is not None
+                    and _protocol.is_auth_failure(exc)
+                    and self._auth.can_refresh
+                    and not refreshed
+                ):
+                    refreshed = True
+                    attempt -= 1
+                    log.debug(
+                        "%s %s: token rejected; refreshing once", request.method, request.path
+                    )
+                    self._auth.invalidate(token)
+                    continue
+                server_delay = _protocol.server_delay(exc)
+                if server_delay is not None and isinstance(exc, ApiError):
+                    self._gate.pause(min(server_delay, policy.max_retry_after))
+                if not may_resend(exc) or attempt >= policy.attempts:
+                    raise
+                if server_delay is not None and server_delay > policy.max_retry_after:
+                    raise
+                delay = policy.delay(attempt, server_delay)
+                if deadline is not None and loop.time() + delay >= deadline:
+                    raise
+                log.debug(
+                    "%s %s failed (%s); retry %d in %.2f s",
+                    request.method,
+                    request.path,
+                    type(exc).__name__,
+                    attempt,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+
+def _ambiguous(exc: SkalaError) -> bool:
+    """Whether a failed create may have opened a ticket anyway."""
+    if _protocol.create_may_be_resent(exc):
+        return False  # refused before any work (429, 503 + Retry-After, no connection)
+    if isinstance(exc, TransportError):
+        return exc.request_sent
+    if isinstance(exc, ApiError):
+        status = int(exc.status)
+        return status >= 500 or status == 408 or 200 <= status < 300
+    return False

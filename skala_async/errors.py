@@ -1,0 +1,247 @@
+"""Every exception ``skala_async`` raises on purpose.
+
+::
+
+    SkalaError
+    ├── ValidationError (also ValueError)      input breaks a documented limit; nothing was sent
+    ├── TransportError                          no usable HTTP response (connection, timeout, ...)
+    │   └── RequestTimeoutError (also TimeoutError)
+    ├── ApiError                                the server answered with an error status
+    │   ├── BadRequestError                     400: rejected input (e.g. unknown customer)
+    │   ├── AuthenticationError                 401, or 403 with a code other than 20061
+    │   ├── SupportTicketsNotEnabledError       403 with code 20061
+    │   ├── TicketNotFoundError                 404
+    │   ├── RateLimitedError                    429 (``retry_after`` in seconds, if sent)
+    │   ├── ServerError                         5xx
+    │   └── UnexpectedResponseError             a status or body the API does not document
+    ├── CreateOutcomeUnknownError               a create may or may not have reached Ripio
+    ├── TicketFailedError                       the ticket ended FAILED
+    └── WaitTimeoutError (also TimeoutError)    the wait's deadline passed
+
+No aiohttp exception reaches a caller: the transport wraps them in :class:`TransportError`
+(the original is kept as ``__cause__``). Programming mistakes such as using a closed client
+raise plain ``RuntimeError`` / ``TypeError``, not ``SkalaError``.
+
+Secrets never appear in a message: errors hold the server's answer and the request's
+method and path, never headers that were sent.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .models import Ticket
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CreateOutcomeUnknownError",
+    "RateLimitedError",
+    "RequestTimeoutError",
+    "ServerError",
+    "SkalaError",
+    "SupportTicketsNotEnabledError",
+    "TicketFailedError",
+    "TicketNotFoundError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "ValidationError",
+    "WaitTimeoutError",
+]
+
+
+class SkalaError(Exception):
+    """Base class of every error this library raises about the API or its input."""
+
+
+class ValidationError(SkalaError, ValueError):
+    """The input breaks documented limits. Raised before any byte is sent.
+
+    Attributes:
+        problems: every problem found, each a short sentence naming the field
+            (``"summary: must be at most 240 characters (got 251)"``).
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        count = len(self.problems)
+        head = "1 problem" if count == 1 else f"{count} problems"
+        super().__init__(f"invalid ticket ({head}):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class TransportError(SkalaError):
+    """No usable response: refused or dropped connection, DNS failure, timeout, TLS error.
+
+    Attributes:
+        method, path: the request that failed.
+        request_sent: ``False`` only when the request surely never reached the server
+            (the connection could not be opened); ``True`` when it may have.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str, request_sent: bool) -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+        self.request_sent = request_sent
+
+
+class RequestTimeoutError(TransportError, TimeoutError):
+    """One HTTP request took longer than its timeout."""
+
+
+class ApiError(SkalaError):
+    """The API answered with an error status.
+
+    Attributes:
+        status: the HTTP status, as :class:`http.HTTPStatus` when standard, else ``int``.
+        code: the server's numeric error ``code`` (``20061`` ...), if the body had one.
+        type: the server's error ``type`` (``"SupportTicketsNotEnabledException"`` ...).
+        detail: the ``detail`` object (at least ``message`` when the body is documented).
+        headers: the response headers (a read-only mapping, names case-insensitive).
+        body_excerpt: the first characters of a body that was not the documented JSON.
+        method, path: the request that got this answer.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        code: int | None = None,
+        type: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body_excerpt: str | None = None,
+        method: str = "",
+        path: str = "",
+        message: str | None = None,
+    ) -> None:
+        try:
+            self.status: int = http.HTTPStatus(status)
+        except ValueError:
+            self.status = status
+        self.code = code
+        self.type = type
+        self.detail: Mapping[str, Any] = dict(detail or {})
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        self.body_excerpt = body_excerpt
+        self.method = method
+        self.path = path
+        super().__init__(message or self._default_message())
+
+    @property
+    def server_message(self) -> str | None:
+        """``detail.message`` from the server, when present."""
+        msg = self.detail.get("message")
+        return msg if isinstance(msg, str) else None
+
+    def _default_message(self) -> str:
+        parts = [f"HTTP {int(self.status)}"]
+        if self.method:
+            parts.append(f"on {self.method} {self.path}")
+        if self.code is not None or self.type:
+            parts.append(f"[{self.code} {self.type or ''}]".replace(" ]", "]"))
+        text = " ".join(parts)
+        if self.server_message:
+            text += f": {self.server_message}"
+        elif self.body_excerpt is not None:
+            text += f": unexpected body {self.body_excerpt!r}"
+        return text
+
+
+class BadRequestError(ApiError):
+    """400: the server rejected the input (unknown customer, customer without email ...)."""
+
+
+class AuthenticationError(ApiError):
+    """401, or 403 with a code other than 20061, after one token refresh and one retry."""
+
+
+class SupportTicketsNotEnabledError(ApiError):
+    """403 with code 20061: support tickets are not enabled for this partner account."""
+
+    def _default_message(self) -> str:
+        return (
+            "support tickets are not enabled for this partner account (error 20061); "
+            "the feature is off by default and only Ripio can enable it: ask your Ripio "
+            "contact to turn on Support Tickets for these credentials"
+        )
+
+
+class TicketNotFoundError(ApiError):
+    """404: no such ticket for these credentials (or a deactivated customer on create)."""
+
+
+class RateLimitedError(ApiError):
+    """429: too many requests.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (from ``Retry-After``), if any.
+    """
+
+    def __init__(self, status: int, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(status, **kw)
+
+
+class ServerError(ApiError):
+    """5xx: the server or a proxy in front of it failed.
+
+    Attributes:
+        retry_after: seconds the server asked to wait (from ``Retry-After``), if any.
+    """
+
+    def __init__(self, status: int, *, retry_after: float | None = None, **kw: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(status, **kw)
+
+
+class UnexpectedResponseError(ApiError):
+    """A status or body the API does not document (a 2xx that is not the ticket JSON ...)."""
+
+
+class CreateOutcomeUnknownError(SkalaError):
+    """A create request may have reached Ripio, and we cannot know whether it did.
+
+    The API has no idempotency key, so the client never re-sends such a request: doing so
+    could open a duplicate ticket for the customer. Raised on a timeout after sending, a
+    500/502/504, a connection dropped mid-request, or a 202 whose body could not be read.
+    The underlying error is ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class TicketFailedError(SkalaError):
+    """The ticket ended ``FAILED``: Ripio could not register it. Create a new one to retry.
+
+    Attributes:
+        ticket: the FAILED :class:`~skala_async.Ticket`.
+    """
+
+    def __init__(self, ticket: Ticket) -> None:
+        super().__init__(f"ticket {ticket.ticket_id} failed: Ripio could not register it")
+        self.ticket = ticket
+
+
+class WaitTimeoutError(SkalaError, TimeoutError):
+    """The wait's deadline passed before the ticket reached a final status.
+
+    Attributes:
+        ticket: the last :class:`~skala_async.Ticket` seen (``None`` if no poll succeeded).
+        timeout: the deadline, in seconds.
+    """
+
+    def __init__(self, ticket_id: object, timeout: float, ticket: Ticket | None) -> None:
+        status = ticket.status.value if ticket is not None else "unknown"
+        super().__init__(
+            f"ticket {ticket_id} still {status} after {timeout:g} s "
+            "(it may still finish: wait again, or rely on the webhook)"
+        )
+        self.ticket = ticket
+        self.timeout = timeout

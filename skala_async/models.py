@@ -1,0 +1,309 @@
+"""Value classes: tickets, statuses, attachments and drafts.
+
+Everything here is a plain attrs class with no I/O and no knowledge of the wire format;
+``_convert`` owns the camelCase names and ``_protocol`` the documented limits.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import html
+import io
+import os
+import pathlib
+import stat
+import uuid
+from collections.abc import Iterable
+from typing import IO, Union, cast
+
+import attrs
+
+from ._limits import CONTENT_TYPES
+
+__all__ = ["Attachment", "FileLike", "Ticket", "TicketDraft", "TicketStatus"]
+
+
+class TicketStatus(str, enum.Enum):
+    """Lifecycle status of a support ticket.
+
+    ``PENDING`` until Ripio has processed it, then ``CREATED`` (an issue key exists) or
+    ``FAILED``. A status the server sends that this version does not know is kept as a
+    pseudo-member (``TicketStatus("ARCHIVED").value == "ARCHIVED"``), never a crash; its
+    ``known`` property is ``False``.
+    """
+
+    PENDING = "PENDING"
+    CREATED = "CREATED"
+    FAILED = "FAILED"
+
+    @classmethod
+    def _missing_(cls, value: object) -> TicketStatus | None:
+        if not isinstance(value, str) or not value:
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = value
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        """Whether this is one of the documented statuses."""
+        return self.value in _KNOWN_STATUSES
+
+    @property
+    def is_final(self) -> bool:
+        """``True`` for ``CREATED`` and ``FAILED``: the API documents no transition out of them.
+
+        An unknown status is not final: a waiting handle keeps polling until its deadline.
+        """
+        return self.value in ("CREATED", "FAILED")
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_KNOWN_STATUSES = frozenset({"PENDING", "CREATED", "FAILED"})
+
+
+def _html_escape(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+@attrs.frozen
+class Ticket:
+    """The state of a support ticket as the API reported it.
+
+    Attributes:
+        ticket_id: Ripio's id for the ticket, also the key that correlates webhook events.
+        status: ``PENDING``, ``CREATED`` or ``FAILED`` (or a status this version does not know).
+        issue_key: the human-readable reference such as ``"SUP-1234"``; ``None`` until
+            ``CREATED`` and on ``FAILED``.
+    """
+
+    ticket_id: uuid.UUID
+    status: TicketStatus
+    issue_key: str | None = None
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the ticket reached ``CREATED`` or ``FAILED``."""
+        return self.status.is_final
+
+    def _repr_html_(self) -> str:
+        rows = (
+            ("ticket id", self.ticket_id),
+            ("status", self.status.value),
+            ("issue key", self.issue_key or "—"),
+        )
+        body = "".join(
+            f"<tr><th style='text-align:left'>{_html_escape(k)}</th><td>{_html_escape(v)}</td></tr>"
+            for k, v in rows
+        )
+        return f"<table class='skala-ticket'>{body}</table>"
+
+
+FileLike = Union[str, "os.PathLike[str]", "Attachment", IO[bytes]]
+"""What ``files=`` accepts: a path, an :class:`Attachment` or an open binary file."""
+
+
+def _content_type_for(filename: str) -> str:
+    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return CONTENT_TYPES.get(ext, "application/octet-stream")
+
+
+@attrs.frozen(repr=False)
+class Attachment:
+    """One file to attach to a ticket, streamed from disk, memory or an open binary file.
+
+    Build one with :meth:`from_path`, :meth:`from_bytes` or :meth:`from_file`. A path is
+    opened again for every attempt and read in chunks, so a retried request sends the
+    same bytes and memory use does not grow with file size. An open file object is read
+    from its position at the time the attachment was made, and is never closed by us.
+
+    Attributes:
+        filename: the name sent to the server (a basename, never a directory path).
+        content_type: chosen from the extension (``application/pdf``, ``image/png`` ...).
+        size: size in bytes, or ``None`` if it could not be determined (a validation error).
+    """
+
+    filename: str
+    content_type: str
+    size: int | None
+    path: pathlib.Path | None = None
+    data: bytes | None = None
+    fileobj: IO[bytes] | None = None
+    offset: int = 0
+    #: Why this attachment cannot be sent (missing file, a directory ...), found when made.
+    problem: str | None = None
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], *, filename: str | None = None) -> Attachment:
+        """An attachment read from ``path`` when the request is sent.
+
+        A missing, unreadable or non-regular file is not an exception here: it is reported
+        by ``create_ticket``'s validation together with every other problem.
+        """
+        p = pathlib.Path(path)
+        name = filename if filename is not None else p.name
+        size: int | None = None
+        problem: str | None = None
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            problem = f"{p.name!r} does not exist"
+        except OSError as exc:
+            problem = f"{p.name!r} cannot be read ({exc.strerror or type(exc).__name__})"
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                problem = f"{p.name!r} is not a regular file"
+            elif not os.access(p, os.R_OK):
+                problem = f"{p.name!r} is not readable"
+            else:
+                size = st.st_size
+        return cls(name, _content_type_for(name), size, path=p, problem=problem)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, filename: str) -> Attachment:
+        """An attachment held in memory (small generated files, screenshots, logs)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        data = bytes(data)
+        return cls(filename, _content_type_for(filename), len(data), data=data)
+
+    @classmethod
+    def from_file(cls, fileobj: IO[bytes], *, filename: str | None = None) -> Attachment:
+        """An attachment streamed from an open, seekable binary file object.
+
+        The object is read from its current position each time the request is sent, and
+        is left open: closing it stays the caller's job.
+        """
+        if isinstance(cast(object, fileobj), io.TextIOBase):
+            raise TypeError("attachments need a binary file object (open it with 'rb')")
+        name = filename
+        if name is None:
+            raw_name = getattr(fileobj, "name", None)
+            name = os.path.basename(raw_name) if isinstance(raw_name, str) else ""
+        problem: str | None = None
+        size: int | None = None
+        offset = 0
+        try:
+            if not fileobj.seekable():
+                raise OSError("not seekable")
+            offset = fileobj.tell()
+            end = fileobj.seek(0, io.SEEK_END)
+            fileobj.seek(offset)
+            size = end - offset
+        except (OSError, ValueError, AttributeError):
+            problem = f"{name or 'file object'!r} is not a seekable binary file"
+        return cls(
+            name, _content_type_for(name), size, fileobj=fileobj, offset=offset, problem=problem
+        )
+
+    @classmethod
+    def coerce(cls, value: FileLike) -> Attachment:
+        """Turn what ``files=`` accepts into an :class:`Attachment`."""
+        obj: object = value
+        if isinstance(obj, Attachment):
+            return obj
+        if isinstance(obj, (str, os.PathLike)):
+            return cls.from_path(obj)
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            raise TypeError("pass bytes as Attachment.from_bytes(data, filename=...)")
+        if hasattr(obj, "read") and hasattr(obj, "seek"):
+            return cls.from_file(cast("IO[bytes]", obj))
+        raise TypeError(f"cannot attach a {type(obj).__name__}; pass a path or an Attachment")
+
+    def sha256(self) -> str:
+        """The SHA-256 of the content, read in chunks (handy to compare with the sandbox)."""
+        h = hashlib.sha256()
+        for chunk in self.iter_chunks():
+            h.update(chunk)
+        return h.hexdigest()
+
+    def iter_chunks(self, chunk_size: int = 256 * 1024) -> _ChunkIter:
+        """Yield the content in chunks; blocking I/O, run it in a thread from async code."""
+        return _ChunkIter(self, chunk_size)
+
+    def __repr__(self) -> str:
+        source = (
+            f"path={self.path.name!r}"
+            if self.path is not None
+            else "bytes"
+            if self.data is not None
+            else "file object"
+        )
+        return (
+            f"Attachment(filename={self.filename!r}, content_type={self.content_type!r}, "
+            f"size={self.size!r}, {source})"
+        )
+
+
+class _ChunkIter:
+    """Iterator over an attachment's bytes; opens paths itself and closes what it opened."""
+
+    def __init__(self, attachment: Attachment, chunk_size: int) -> None:
+        self._a = attachment
+        self._chunk_size = chunk_size
+        self._f: IO[bytes] | None = None
+        self._pos = 0
+        self._own = False
+        self._remaining = attachment.size if attachment.size is not None else -1
+
+    def __iter__(self) -> _ChunkIter:
+        return self
+
+    def _open(self) -> IO[bytes]:
+        a = self._a
+        if a.path is not None:
+            self._own = True
+            return a.path.open("rb")
+        if a.data is not None:
+            self._own = True
+            return io.BytesIO(a.data)
+        if a.fileobj is None:  # pragma: no cover - constructors always set a source
+            raise ValueError("attachment has no content")
+        a.fileobj.seek(a.offset)
+        return a.fileobj
+
+    def __next__(self) -> bytes:
+        if self._f is None:
+            self._f = self._open()
+        want = self._chunk_size if self._remaining < 0 else min(self._chunk_size, self._remaining)
+        chunk = self._f.read(want) if want else b""
+        if not chunk:
+            self.close()
+            raise StopIteration
+        if self._remaining >= 0:
+            self._remaining -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        if self._f is not None and self._own:
+            self._f.close()
+        self._f = None
+
+
+def _coerce_files(files: Iterable[FileLike]) -> tuple[Attachment, ...]:
+    if isinstance(files, (str, os.PathLike, Attachment)):
+        return (Attachment.coerce(files),)
+    return tuple(Attachment.coerce(f) for f in files)
+
+
+@attrs.frozen
+class TicketDraft:
+    """Everything needed to create one ticket, checked by the client before sending.
+
+    Attributes:
+        customer_id: the partner's customer (a UUID string or :class:`uuid.UUID`).
+        summary: one line, at most 240 characters.
+        description: at most 5000 characters.
+        files: up to 5 attachments (paths or :class:`Attachment`).
+        reference: an optional key of the caller's (bulk submission uses it to track inputs).
+    """
+
+    customer_id: str | uuid.UUID
+    summary: str
+    description: str
+    files: tuple[Attachment, ...] = attrs.field(default=(), converter=_coerce_files)
+    reference: str | None = None

@@ -48,7 +48,7 @@ from .errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-from .models import Attachment, Ticket, TicketDraft
+from .models import Attachment, Ticket, TicketDraft, content_type_for
 
 Kind = Literal["token", "create", "get"]
 
@@ -200,17 +200,19 @@ def check_draft(draft: TicketDraft) -> None:
 # --------------------------------------------------------------------------- requests
 
 
+def _with_clean_name(attachment: Attachment) -> Attachment:
+    name = clean_filename(attachment.filename)
+    if name == attachment.filename:
+        return attachment
+    return attrs.evolve(attachment, filename=name, content_type=content_type_for(name))
+
+
 def create_request(draft: TicketDraft) -> Request:
     """The create-ticket request for a draft (validates it first)."""
     check_draft(draft)
     cid = draft.customer_id
     cid_text = str(cid if isinstance(cid, uuid.UUID) else uuid.UUID(cid.strip()))
-    files = tuple(
-        attrs.evolve(a, filename=clean_filename(a.filename))
-        if clean_filename(a.filename) != a.filename
-        else a
-        for a in draft.files
-    )
+    files = tuple(_with_clean_name(a) for a in draft.files)
     return Request(
         kind="create",
         method="POST",
@@ -318,7 +320,7 @@ def error_for(request: Request, response: RawResponse) -> ApiError:
         detail = {"message": detail}
     if not isinstance(detail, dict):
         detail = None
-    excerpt = None if data is not None else _excerpt_of(response.body)
+    excerpt = None if data is not None or request.kind == "token" else _excerpt_of(response.body)
     kw: dict[str, Any] = {
         "code": code,
         "type": etype,
@@ -350,16 +352,19 @@ def _excerpt_of(body: bytes, limit: int = 200) -> str:
 
 
 def _unexpected(request: Request, response: RawResponse, why: str) -> UnexpectedResponseError:
+    message = f"HTTP {response.status} on {request.method} {request.path}: {why}"
+    excerpt = None
+    # A token endpoint's body may hold a token: never copy it into an error.
+    if request.kind != "token":
+        excerpt = _excerpt_of(response.body)
+        message += f"; body starts {_excerpt_of(response.body, 120)!r}"
     return UnexpectedResponseError(
         response.status,
         headers=response.headers,
-        body_excerpt=_excerpt_of(response.body),
+        body_excerpt=excerpt,
         method=request.method,
         path=request.path,
-        message=(
-            f"HTTP {response.status} on {request.method} {request.path}: {why}; "
-            f"body starts {_excerpt_of(response.body, 120)!r}"
-        ),
+        message=message,
     )
 
 

@@ -134,7 +134,8 @@ def _next_chunk(chunks: Iterator[bytes]) -> bytes:
 
 
 def _form(request: Request, progress: ProgressCallback | None) -> aiohttp.FormData:
-    form = aiohttp.FormData(quote_fields=False)
+    # Always multipart, also without files: the endpoint documents only multipart.
+    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
     for name, value in request.fields:
         form.add_field(name, value)
     total = request.body_size

@@ -77,11 +77,15 @@ class _RateGate:
         loop = asyncio.get_running_loop()
         self.until = max(self.until, loop.time() + seconds)
 
-    async def wait(self) -> None:
+    async def wait(self, deadline: float | None) -> bool:
+        """Sleep out the pause; False (at once) if it would outlast ``deadline``."""
         loop = asyncio.get_running_loop()
         # A later 429 may push `until` further while we sleep: check again on waking.
         while (delay := self.until - loop.time()) > 0:  # noqa: ASYNC110
+            if deadline is not None and self.until > deadline:
+                return False
             await asyncio.sleep(delay)
+        return True
 
 
 class SkalaClient:
@@ -317,7 +321,14 @@ class SkalaClient:
         refreshed = False
         while True:
             attempt += 1
-            await self._gate.wait()
+            if not await self._gate.wait(deadline):
+                raise RequestTimeoutError(
+                    f"{request.method} {request.path}: the server asked to pause requests "
+                    "until after this call's deadline",
+                    method=request.method,
+                    path=request.path,
+                    request_sent=False,
+                )
             token = await self._auth.token() if request.needs_auth else None
             limit = None if deadline is None else deadline - loop.time()
             if limit is not None and limit <= 0:

@@ -107,7 +107,8 @@ FileLike = Union[str, "os.PathLike[str]", "Attachment", IO[bytes]]
 """What ``files=`` accepts: a path, an :class:`Attachment` or an open binary file."""
 
 
-def _content_type_for(filename: str) -> str:
+def content_type_for(filename: str) -> str:
+    """The content type sent for ``filename``, from its extension."""
     ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     return CONTENT_TYPES.get(ext, "application/octet-stream")
 
@@ -161,7 +162,7 @@ class Attachment:
                 problem = f"{p.name!r} is not readable"
             else:
                 size = st.st_size
-        return cls(name, _content_type_for(name), size, path=p, problem=problem)
+        return cls(name, content_type_for(name), size, path=p, problem=problem)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, filename: str) -> Attachment:
@@ -169,7 +170,7 @@ class Attachment:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         data = bytes(data)
-        return cls(filename, _content_type_for(filename), len(data), data=data)
+        return cls(filename, content_type_for(filename), len(data), data=data)
 
     @classmethod
     def from_file(cls, fileobj: IO[bytes], *, filename: str | None = None) -> Attachment:
@@ -197,7 +198,7 @@ class Attachment:
         except (OSError, ValueError, AttributeError):
             problem = f"{name or 'file object'!r} is not a seekable binary file"
         return cls(
-            name, _content_type_for(name), size, fileobj=fileobj, offset=offset, problem=problem
+            name, content_type_for(name), size, fileobj=fileobj, offset=offset, problem=problem
         )
 
     @classmethod

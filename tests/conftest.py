@@ -1,0 +1,63 @@
+"""Shared fixtures: the shipped pytest plugin gives ``skala_sandbox`` and ``skala_client``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# The shipped plugin is registered through the package's entry point; make sure it is
+# active even when the package is imported from a source tree.
+pytest_plugins: list[str] = []
+if "skala_async.testing.pytest_plugin" not in os.environ.get("PYTEST_PLUGINS", ""):
+    try:
+        from importlib.metadata import entry_points
+
+        _registered = any(
+            ep.value == "skala_async.testing.pytest_plugin"
+            for ep in entry_points(group="pytest11")
+        )
+    except Exception:  # pragma: no cover
+        _registered = False
+    if not _registered:  # pragma: no cover - only without an installed package
+        pytest_plugins.append("skala_async.testing.pytest_plugin")
+
+
+@pytest.fixture
+def make_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write a file of ``size`` pseudo-random bytes (or ``content``) and return its path."""
+    counter = 0
+
+    def make(name: str, size: int = 1000, content: bytes | None = None) -> Path:
+        nonlocal counter
+        counter += 1
+        path = tmp_path / f"{counter}" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            content = os.urandom(size)
+        path.write_bytes(content)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def no_tasks_left() -> Callable[[], None]:
+    """Assert that no task other than the current one is still running."""
+
+    def check() -> None:
+        current = asyncio.current_task()
+        others = [
+            t
+            for t in asyncio.all_tasks()
+            if t is not current
+            and not t.done()
+            # the in-process sandbox's own connection handlers are not the client's
+            and "RequestHandler" not in t.get_coro().__qualname__  # type: ignore[union-attr]
+        ]
+        assert others == [], others
+
+    return check

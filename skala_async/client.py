@@ -81,7 +81,7 @@ class _RateGate:
         """Sleep out the pause; False (at once) if it would outlast ``deadline``."""
         loop = asyncio.get_running_loop()
         # A later 429 may push `until` further while we sleep: check again on waking.
-        while (delay := self.until - loop.time()) > 0:  # noqa: ASYNC110
+        while (delay := self.until - loop.time()) > 0:
             if deadline is not None and self.until > deadline:
                 return False
             await asyncio.sleep(delay)

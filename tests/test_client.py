@@ -16,6 +16,7 @@ import pytest
 import skala_async as skala
 from skala_async.testing import FAST_RETRY, Fault, SkalaSandbox, sandbox_client
 
+
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -121,7 +122,9 @@ async def test_upload_progress_reaches_the_total(
 ) -> None:
     paths = [make_file("a.pdf", size=700_000), make_file("b.png", size=300_000)]
     seen: list[tuple[int, int]] = []
-    await create(skala_client, skala_sandbox, files=paths, progress=lambda s, t: seen.append((s, t)))
+    await create(
+        skala_client, skala_sandbox, files=paths, progress=lambda s, t: seen.append((s, t))
+    )
     assert seen[-1] == (1_000_000, 1_000_000)
     assert [s for s, _ in seen] == sorted(s for s, _ in seen)
 
@@ -396,7 +399,13 @@ async def test_503_with_retry_after_is_resent_without_is_not(
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault.http(500), Fault.http(502), Fault.http(504), Fault.drop_after_processing(), Fault.drop()],
+    [
+        Fault.http(500),
+        Fault.http(502),
+        Fault.http(504),
+        Fault.drop_after_processing(),
+        Fault.drop(),
+    ],
     ids=["500", "502", "504", "dropped-after-processing", "dropped"],
 )
 async def test_ambiguous_create_failures_are_never_resent(

@@ -86,6 +86,7 @@ class ClientCredentials(TokenProvider):
         self._clock = clock
         self._token: str | None = None
         self._refresh_at = 0.0
+        self._expires_at = 0.0
         self._inflight: asyncio.Future[str] | None = None
         self.fetch_count = 0
 
@@ -114,10 +115,21 @@ class ClientCredentials(TokenProvider):
         try:
             started = self._clock()
             self.fetch_count += 1
-            info = await self._fetch()
+            try:
+                info = await self._fetch()
+            except Exception:
+                # An early refresh failed, but the current token has not expired yet: keep
+                # using it and try again a little later rather than failing the call.
+                now = self._clock()
+                if self._token is not None and now < self._expires_at:
+                    log.debug("token refresh failed; the current token is still valid")
+                    self._refresh_at = now + min(10.0, (self._expires_at - now) / 2)
+                    return self._token
+                raise
             margin = min(self._margin, info.expires_in / 2)
             self._token = info.access_token
             self._refresh_at = started + info.expires_in - margin
+            self._expires_at = started + info.expires_in
             log.debug("got an access token valid for %d s", info.expires_in)
             return info.access_token
         finally:
@@ -128,3 +140,4 @@ class ClientCredentials(TokenProvider):
             log.debug("access token rejected by the API; a new one will be requested")
             self._token = None
             self._refresh_at = 0.0
+            self._expires_at = 0.0

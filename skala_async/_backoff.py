@@ -79,7 +79,8 @@ class PollPolicy:
     Attributes:
         first_delay: seconds from the handle's creation to the first GET (a ticket is never
             done the instant it is accepted).
-        min_interval: smallest gap between two GETs, also the floor for ``Retry-After``.
+        min_interval: smallest gap between two GETs before jitter, also the floor for
+            ``Retry-After``.
         max_interval: largest gap; also the ceiling a server's ``Retry-After`` is clamped to,
             so a server hint can never make a wait sleep for minutes.
         growth: the gap as a share of the time waited so far (0.25: poll again after a

@@ -341,8 +341,10 @@ def error_for(request: Request, response: RawResponse) -> ApiError:
         return RateLimitedError(status, retry_after=retry_after, **kw)
     if status >= 500:
         return ServerError(status, retry_after=retry_after, **kw)
-    if status == 400 or 400 <= status < 500:
-        return BadRequestError(status, **kw) if status == 400 else ApiError(status, **kw)
+    if status in (400, 413, 422):  # rejected input: too large, invalid
+        return BadRequestError(status, **kw)
+    if 400 <= status < 500:
+        return ApiError(status, **kw)
     return UnexpectedResponseError(status, **kw)
 
 

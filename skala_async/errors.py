@@ -7,7 +7,7 @@
     ├── TransportError                          no usable HTTP response (connection, timeout, ...)
     │   └── RequestTimeoutError (also TimeoutError)
     ├── ApiError                                the server answered with an error status
-    │   ├── BadRequestError                     400: rejected input (e.g. unknown customer)
+    │   ├── BadRequestError                     400, 413, 422: rejected input (unknown customer)
     │   ├── AuthenticationError                 401, or 403 with a code other than 20061
     │   ├── SupportTicketsNotEnabledError       403 with code 20061
     │   ├── TicketNotFoundError                 404
@@ -153,7 +153,7 @@ class ApiError(SkalaError):
 
 
 class BadRequestError(ApiError):
-    """400: the server rejected the input (unknown customer, customer without email ...)."""
+    """400 (or 413, 422): the server rejected the input (unknown customer, no email ...)."""
 
 
 class AuthenticationError(ApiError):

@@ -286,8 +286,11 @@ class _ChunkIter:
 
 
 def _coerce_files(files: Iterable[FileLike]) -> tuple[Attachment, ...]:
-    if isinstance(files, (str, os.PathLike, Attachment)):
-        return (Attachment.coerce(files),)
+    obj: object = files
+    if isinstance(obj, (str, os.PathLike, Attachment)) or (
+        hasattr(obj, "read") and hasattr(obj, "seek")
+    ):
+        return (Attachment.coerce(cast("FileLike", obj)),)  # one file, not an iterable
     return tuple(Attachment.coerce(f) for f in files)
 
 

@@ -17,8 +17,7 @@ if "skala_async.testing.pytest_plugin" not in os.environ.get("PYTEST_PLUGINS", "
         from importlib.metadata import entry_points
 
         _registered = any(
-            ep.value == "skala_async.testing.pytest_plugin"
-            for ep in entry_points(group="pytest11")
+            ep.value == "skala_async.testing.pytest_plugin" for ep in entry_points(group="pytest11")
         )
     except Exception:  # pragma: no cover
         _registered = False

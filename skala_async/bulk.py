@@ -1,0 +1,535 @@
+"""Bulk submission: many drafts, bounded concurrency, a definite outcome for every input.
+
+Every input ends in exactly one :class:`BulkOutcome`:
+
+``created``
+    the API accepted it (202); ``ticket_id`` is set. With ``wait=True`` the result also
+    carries the final ticket (CREATED or FAILED), or the ``WaitTimeoutError``.
+``rejected``
+    it was refused without creating anything: a :class:`ValidationError` (nothing sent)
+    or a 4xx answer (unknown customer, 20061 ...).
+``uncertain``
+    the create may have happened (timeout after sending, 500/502/504, a dropped
+    connection, or a previous run that died while sending it). It is never resent silently.
+``failed``
+    the server surely did not get it and retries ran out (429s, 503 with ``Retry-After``,
+    connections refused), or it was not sent because the run hit an account-wide error
+    first (authentication, 20061: every further create would fail the same way).
+
+Drafts are consumed lazily, so an input of 100,000 rows never sits in memory. Workers
+share the client's rate gate: a 429 or 503 with ``Retry-After`` pauses every request of the
+client until that time, and the number of creates in flight is then halved and grows back
+by about one per round trip (additive increase, multiplicative decrease).
+
+With ``journal="run.sqlite"`` every step is recorded (see :mod:`skala_async._journal`):
+running the same job again with the same journal does not resend inputs that were
+accepted, reports them from the journal, and reports inputs that were in flight when the
+process died as ``uncertain`` unless ``resend_uncertain=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import html
+import json
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._journal import Journal, JournalEntry
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    CreateOutcomeUnknownError,
+    RateLimitedError,
+    ServerError,
+    SkalaError,
+    SupportTicketsNotEnabledError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from .models import Ticket, TicketDraft, TicketStatus
+
+if TYPE_CHECKING:
+    from ._waiting import TicketHandle
+    from .client import SkalaClient
+
+__all__ = ["BulkOutcome", "BulkReport", "BulkResult", "submit_many"]
+
+log = logging.getLogger("skala_async.bulk")
+
+
+class BulkOutcome(str, enum.Enum):
+    """How one input of a bulk run ended (see :mod:`skala_async.bulk`)."""
+
+    CREATED = "created"
+    REJECTED = "rejected"
+    UNCERTAIN = "uncertain"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@attrs.frozen
+class BulkResult:
+    """The outcome of one input.
+
+    Attributes:
+        index: position of the input (0-based).
+        key: the journal key: the input's ``reference``, or a hash of its content.
+        reference: the caller's reference, if the draft had one.
+        outcome: created, rejected, uncertain or failed.
+        ticket_id: the ticket's id when created (also from a journal).
+        ticket: the last state seen: PENDING from the 202, or the final ticket when waited.
+        error: why it was not created, or why its wait ended without a final status.
+        from_journal: reported from the journal of an earlier run, not sent again.
+    """
+
+    index: int
+    key: str
+    reference: str | None
+    outcome: BulkOutcome
+    ticket_id: uuid.UUID | None = None
+    ticket: Ticket | None = None
+    error: BaseException | None = attrs.field(default=None, eq=False)
+    from_journal: bool = False
+
+    @property
+    def issue_key(self) -> str | None:
+        """The issue key, once known."""
+        return self.ticket.issue_key if self.ticket is not None else None
+
+    def as_row(self) -> dict[str, str]:
+        """A flat row for CSV/JSON output."""
+        return {
+            "index": str(self.index),
+            "reference": self.reference or "",
+            "outcome": self.outcome.value,
+            "ticket_id": str(self.ticket_id) if self.ticket_id else "",
+            "status": self.ticket.status.value if self.ticket else "",
+            "issue_key": self.issue_key or "",
+            "error": _error_text(self.error),
+            "from_journal": "yes" if self.from_journal else "",
+        }
+
+
+def _error_text(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).replace("\n", " ").strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+@attrs.frozen
+class BulkReport:
+    """All results of a bulk run, in input order, with counts per outcome."""
+
+    results: tuple[BulkResult, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of inputs per outcome (every outcome present, zeros included)."""
+        counts = {o.value: 0 for o in BulkOutcome}
+        for r in self.results:
+            counts[r.outcome.value] += 1
+        return counts
+
+    def of(self, outcome: BulkOutcome | str) -> list[BulkResult]:
+        """The results with one outcome."""
+        wanted = BulkOutcome(outcome)
+        return [r for r in self.results if r.outcome is wanted]
+
+    @property
+    def created(self) -> list[BulkResult]:
+        """Inputs the API accepted."""
+        return self.of(BulkOutcome.CREATED)
+
+    @property
+    def not_created(self) -> list[BulkResult]:
+        """Inputs that were rejected, uncertain or failed."""
+        return [r for r in self.results if r.outcome is not BulkOutcome.CREATED]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[BulkResult]:
+        return iter(self.results)
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{k}={v}" for k, v in self.counts.items())
+        return f"<BulkReport {len(self.results)} inputs: {counts}>"
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        counts = "".join(
+            f"<tr><th style='text-align:left'>{e(k)}</th><td>{v}</td></tr>"
+            for k, v in self.counts.items()
+        )
+        rows = []
+        for r in self.not_created[:50]:
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{e(v)}</td>"
+                    for v in (
+                        str(r.index),
+                        r.reference or "",
+                        r.outcome.value,
+                        str(r.ticket_id or ""),
+                        _error_text(r.error),
+                    )
+                )
+                + "</tr>"
+            )
+        failed = ""
+        if rows:
+            more = len(self.not_created) - len(rows)
+            failed = (
+                "<table class='skala-bulk-failures'><tr><th>#</th><th>reference</th>"
+                "<th>outcome</th><th>ticket id</th><th>error</th></tr>"
+                + "".join(rows)
+                + "</table>"
+                + (f"<p>… and {more} more</p>" if more > 0 else "")
+            )
+        return (
+            f"<div class='skala-bulk-report'><p>{len(self.results)} inputs</p>"
+            f"<table class='skala-bulk-counts'>{counts}</table>{failed}</div>"
+        )
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _check_concurrency(concurrency: object) -> int:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    return concurrency
+
+
+class _AdaptiveLimit:
+    """Creates in flight: halved when the client is told to back off, then +1 per round."""
+
+    def __init__(self, maximum: int, client: SkalaClient) -> None:
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self.in_flight = 0
+        self._client = client
+        self._seen_pauses = client._gate.pauses
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+            self.in_flight += 1
+
+    async def release(self) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            pauses = self._client._gate.pauses
+            if pauses != self._seen_pauses:
+                self._seen_pauses = pauses
+                self.limit = max(1.0, self.limit / 2)
+                log.debug("server asked to back off: at most %d creates in flight", self.limit)
+            else:
+                self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
+            self._cond.notify_all()
+
+
+def _outcome_for(error: BaseException) -> BulkOutcome:
+    if isinstance(error, CreateOutcomeUnknownError):
+        return BulkOutcome.UNCERTAIN
+    if isinstance(error, ValidationError):
+        return BulkOutcome.REJECTED
+    if isinstance(error, (RateLimitedError, ServerError)):
+        return BulkOutcome.FAILED  # only surely-unprocessed ones get here (429, 503 + RA)
+    if isinstance(error, ApiError):
+        return BulkOutcome.REJECTED
+    return BulkOutcome.FAILED  # transport errors that surely did not reach the server
+
+
+def _is_account_wide(error: BaseException) -> bool:
+    return isinstance(error, (SupportTicketsNotEnabledError, AuthenticationError))
+
+
+async def _content_key(draft: TicketDraft) -> str:
+    """A stable hash of what the draft would send (files by name, size and content)."""
+    files = []
+    for att in draft.files:
+        digest = await asyncio.to_thread(att.sha256) if att.problem is None else att.problem
+        files.append([att.filename, att.size, digest])
+    payload = json.dumps(
+        [str(draft.customer_id).strip().lower(), draft.summary, draft.description, files],
+        ensure_ascii=False,
+    )
+    return "sha256:" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def _aiter(drafts: Iterable[TicketDraft] | AsyncIterable[TicketDraft]) -> AsyncIterator[Any]:
+    if isinstance(drafts, AsyncIterable):
+        async for d in drafts:
+            yield d
+    else:
+        for d in drafts:
+            yield d
+
+
+def _ticket_from_entry(entry: JournalEntry) -> Ticket | None:
+    if entry.ticket_id is None or entry.status is None:
+        return None
+    return Ticket(uuid.UUID(entry.ticket_id), TicketStatus(entry.status), entry.issue_key)
+
+
+# ------------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """One bulk run: workers pull drafts, results go to a queue the caller reads."""
+
+    def __init__(
+        self,
+        client: SkalaClient,
+        drafts: Iterable[TicketDraft] | AsyncIterable[TicketDraft],
+        *,
+        concurrency: int,
+        journal: Journal | None,
+        wait: bool,
+        wait_timeout: float | None,
+        resend_uncertain: bool,
+    ) -> None:
+        self.client = client
+        self.source = _aiter(drafts)
+        self.limit = _AdaptiveLimit(concurrency, client)
+        self.workers = concurrency
+        self.journal = journal
+        self.wait = wait
+        self.wait_timeout = wait_timeout
+        self.resend_uncertain = resend_uncertain
+        self.results: asyncio.Queue[BulkResult | None] = asyncio.Queue(
+            maxsize=max(64, 4 * concurrency)
+        )
+        self.next_index = 0
+        self.pull_lock = asyncio.Lock()
+        self.stop_error: BaseException | None = None
+        self.occurrences: dict[str, int] = {}
+        self.waits: set[asyncio.Task[None]] = set()
+        self.exhausted = False
+
+    async def pull(self) -> tuple[int, object] | None:
+        async with self.pull_lock:
+            if self.exhausted:
+                return None
+            try:
+                draft = await self.source.__anext__()
+            except StopAsyncIteration:
+                self.exhausted = True
+                return None
+            index = self.next_index
+            self.next_index += 1
+            return index, draft
+
+    async def key_for(self, draft: TicketDraft) -> str:
+        if draft.reference is not None:
+            return f"ref:{draft.reference}"
+        if self.journal is None:
+            return ""
+        base = await _content_key(draft)
+        n = self.occurrences.get(base, 0)
+        self.occurrences[base] = n + 1
+        return base if n == 0 else f"{base}#{n}"
+
+    async def worker(self) -> None:
+        while (item := await self.pull()) is not None:
+            index, draft = item
+            await self.one(index, draft)
+
+    async def emit(self, result: BulkResult) -> None:
+        await self.results.put(result)
+
+    def remember(self, result: BulkResult, state: str | None = None) -> None:
+        if self.journal is None:
+            return
+        ticket = result.ticket
+        self.journal.record(
+            result.key,
+            result.index,
+            result.reference,
+            state or result.outcome.value,
+            ticket_id=str(result.ticket_id) if result.ticket_id else None,
+            status=ticket.status.value if ticket else None,
+            issue_key=ticket.issue_key if ticket else None,
+            error=_error_text(result.error) or None,
+        )
+
+    async def one(self, index: int, draft: object) -> None:
+        error: SkalaError
+        if not isinstance(draft, TicketDraft):
+            error = ValidationError(
+                [f"input {index}: expected a TicketDraft, got {type(draft).__name__}"]
+            )
+            await self.emit(BulkResult(index, "", None, BulkOutcome.REJECTED, error=error))
+            return
+        key = await self.key_for(draft)
+        ref = draft.reference
+        entry = self.journal.get(key) if self.journal is not None and key else None
+        if entry is not None and entry.position != index:
+            error = ValidationError(
+                [f"input {index}: same key as input {entry.position} ({key}); not sent twice"]
+            )
+            await self.emit(BulkResult(index, key, ref, BulkOutcome.REJECTED, error=error))
+            return
+        if entry is not None and entry.state == "created" and entry.ticket_id:
+            ticket = _ticket_from_entry(entry)
+            result = BulkResult(
+                index,
+                key,
+                ref,
+                BulkOutcome.CREATED,
+                uuid.UUID(entry.ticket_id),
+                ticket,
+                from_journal=True,
+            )
+            await self.finish_created(result)
+            return
+        if (
+            entry is not None
+            and entry.state in ("sending", "uncertain")
+            and not self.resend_uncertain
+        ):
+            error = CreateOutcomeUnknownError(
+                "an earlier run may have created this ticket (it was being sent when that run "
+                "ended, or the answer was ambiguous); pass resend_uncertain=True to send it again",
+                cause=RuntimeError(entry.error or "interrupted while sending"),
+            )
+            await self.emit(
+                BulkResult(index, key, ref, BulkOutcome.UNCERTAIN, error=error, from_journal=True)
+            )
+            return
+        if self.stop_error is not None:
+            await self.emit(BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error))
+            return
+        await self.send(index, key, draft)
+
+    async def send(self, index: int, key: str, draft: TicketDraft) -> None:
+        ref = draft.reference
+        handle: TicketHandle | None = None
+        await self.limit.acquire()
+        try:
+            if self.stop_error is not None:
+                result = BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error)
+            else:
+                if self.journal is not None:
+                    self.journal.record(key, index, ref, "sending")
+                try:
+                    handle = await self.client.submit(draft)
+                except SkalaError as exc:
+                    if _is_account_wide(exc) and self.stop_error is None:
+                        self.stop_error = exc
+                        log.warning("bulk run stopped sending: %s", exc)
+                    result = BulkResult(index, key, ref, _outcome_for(exc), error=exc)
+                else:
+                    result = BulkResult(
+                        index, key, ref, BulkOutcome.CREATED, handle.ticket_id, handle.ticket
+                    )
+                self.remember(result)
+        finally:
+            await self.limit.release()
+        if result.outcome is BulkOutcome.CREATED:
+            await self.finish_created(result, handle)
+        else:
+            await self.emit(result)
+
+    async def finish_created(self, result: BulkResult, handle: TicketHandle | None = None) -> None:
+        if not self.wait or (result.ticket is not None and result.ticket.is_final):
+            await self.emit(result)
+            return
+        if handle is None:  # from the journal: a handle rebuilt from the id
+            assert result.ticket_id is not None
+            handle = self.client.ticket_handle(result.ticket_id)
+            handle.ticket = result.ticket
+        task = asyncio.ensure_future(self.wait_for(result, handle))
+        self.waits.add(task)
+        task.add_done_callback(self.waits.discard)
+
+    async def wait_for(self, result: BulkResult, handle: TicketHandle) -> None:
+        error: BaseException | None = None
+        ticket: Ticket | None
+        try:
+            ticket = await handle.wait_until_created(self.wait_timeout, raise_on_failure=False)
+        except (WaitTimeoutError, SkalaError) as exc:
+            ticket = handle.ticket
+            error = exc
+        done = attrs.evolve(result, ticket=ticket, error=error)
+        if ticket is not None and ticket.is_final:
+            self.remember(done, "created")
+        await self.emit(done)
+
+    async def run(self) -> None:
+        workers = [asyncio.ensure_future(self.worker()) for _ in range(self.workers)]
+        try:
+            await asyncio.gather(*workers)
+            while self.waits:
+                await asyncio.gather(*list(self.waits))
+        finally:
+            for task in workers + list(self.waits):
+                task.cancel()
+            await asyncio.gather(*workers, *self.waits, return_exceptions=True)
+            await self.results.put(None)
+
+
+async def submit_many(
+    client: SkalaClient,
+    drafts: Iterable[TicketDraft] | AsyncIterable[TicketDraft],
+    *,
+    concurrency: int = 8,
+    journal: str | os.PathLike[str] | None = None,
+    wait: bool = False,
+    wait_timeout: float | None = 600.0,
+    resend_uncertain: bool = False,
+) -> AsyncIterator[BulkResult]:
+    """Submit many drafts; yield a :class:`BulkResult` for each as it finishes.
+
+    See :meth:`SkalaClient.submit_many` for the arguments.
+    """
+    concurrency = _check_concurrency(concurrency)
+    if wait_timeout is not None and not wait_timeout > 0:
+        raise ValueError(f"wait_timeout must be > 0 seconds or None, got {wait_timeout!r}")
+    jr = Journal(journal) if journal is not None else None
+    run = _Run(
+        client,
+        drafts,
+        concurrency=concurrency,
+        journal=jr,
+        wait=wait,
+        wait_timeout=wait_timeout,
+        resend_uncertain=resend_uncertain,
+    )
+    runner = asyncio.ensure_future(run.run())
+    try:
+        while (result := await run.results.get()) is not None:
+            yield result
+        await runner  # re-raise an unexpected error of the run itself
+    finally:
+        if not runner.done():
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        if jr is not None:
+            jr.close()
+
+
+def report_of(results: Iterable[BulkResult]) -> BulkReport:
+    """A :class:`BulkReport` of ``results`` in input order."""
+    return BulkReport(tuple(sorted(results, key=lambda r: r.index)))
+
+
+def counts_text(counts: Mapping[str, int]) -> str:
+    """``created 12 · rejected 1 · uncertain 0 · failed 0``."""
+    return " · ".join(f"{k} {v}" for k, v in counts.items())

@@ -1,0 +1,286 @@
+"""Bulk submission against the sandbox: one definite outcome per input, journal, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import skala_async as skala
+from skala_async.bulk import BulkOutcome
+from skala_async.testing import Fault, SkalaSandbox, sandbox_client
+
+
+def drafts(sb: SkalaSandbox, n: int, *, start: int = 0) -> list[skala.TicketDraft]:
+    return [
+        skala.TicketDraft(sb.customer_id, f"ticket {i}", f"body {i}", reference=f"ref-{i}")
+        for i in range(start, start + n)
+    ]
+
+
+def tickets_by_summary(sb: SkalaSandbox) -> collections.Counter[str]:
+    return collections.Counter(t.summary for t in sb.tickets.values())
+
+
+async def test_every_input_gets_one_outcome_in_input_order(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox, tmp_path: Path
+) -> None:
+    items = drafts(skala_sandbox, 10)
+    items[3] = skala.TicketDraft(skala_sandbox.customer_id, "two\nlines", "x", reference="bad")
+    no_email = skala_sandbox.add_customer(email=None)
+    items[7] = skala.TicketDraft(no_email, "no email", "x", reference="no-email")
+    report = await skala_client.create_many(items, concurrency=4)
+    assert [r.index for r in report] == list(range(10))
+    assert report.counts == {"created": 8, "rejected": 2, "uncertain": 0, "failed": 0}
+    assert isinstance(report.results[3].error, skala.ValidationError)
+    assert isinstance(report.results[7].error, skala.BadRequestError)
+    for r in report.created:
+        assert r.ticket is not None
+        assert r.ticket.status is skala.TicketStatus.PENDING
+        assert str(r.ticket_id) in skala_sandbox.tickets
+        assert r.reference == f"ref-{r.index}"
+    assert len(skala_sandbox.tickets) == 8
+    assert "created=8" in repr(report)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.5, "4"])
+async def test_concurrency_must_be_a_positive_integer(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox, bad: object
+) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        await skala_client.create_many(drafts(skala_sandbox, 2), concurrency=bad)  # type: ignore[arg-type]
+    assert skala_sandbox.requests == []
+
+
+async def test_inputs_are_consumed_lazily(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    pulled = 0
+
+    def endless() -> Iterator[skala.TicketDraft]:
+        nonlocal pulled
+        i = 0
+        while True:
+            pulled += 1
+            yield skala.TicketDraft(skala_sandbox.customer_id, f"t{i}", "d")
+            i += 1
+
+    results = skala_client.submit_many(endless(), concurrency=2)
+    assert isinstance(results, AsyncIterator)
+    seen = [await results.__anext__() for _ in range(5)]
+    await results.aclose()  # type: ignore[attr-defined]
+    assert len(seen) == 5
+    assert pulled <= 5 + 2 + 1  # what was yielded, what was in flight, one being pulled
+
+
+async def test_async_iterable_input_and_wait(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    skala_sandbox.outcome = lambda tid, fields: "FAILED" if "3" in fields["summary"] else "CREATED"
+
+    async def source() -> AsyncIterator[skala.TicketDraft]:
+        for d in drafts(skala_sandbox, 6):
+            await asyncio.sleep(0)
+            yield d
+
+    report = await skala_client.create_many(source(), concurrency=3, wait=True, wait_timeout=10)
+    assert report.counts["created"] == 6
+    finals = {r.index: r.ticket.status for r in report if r.ticket is not None}
+    assert finals[3] is skala.TicketStatus.FAILED
+    assert all(finals[i] is skala.TicketStatus.CREATED for i in (0, 1, 2, 4, 5))
+    assert all(r.issue_key for r in report if r.index != 3)
+
+
+async def test_account_wide_error_stops_sending(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    skala_sandbox.support_tickets_enabled = False
+    report = await skala_client.create_many(drafts(skala_sandbox, 30), concurrency=2)
+    assert len(report) == 30
+    assert report.counts["created"] == 0
+    sent = skala_sandbox.count("create")
+    assert sent <= 2  # the first answers; nothing new is sent afterwards
+    assert report.counts["rejected"] == sent
+    assert report.counts["failed"] == 30 - sent
+    assert all(isinstance(r.error, skala.SupportTicketsNotEnabledError) for r in report)
+
+
+async def test_ambiguous_failures_are_uncertain_never_resent(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    skala_sandbox.inject("create", Fault.http(500))
+    skala_sandbox.inject("create", Fault.drop_after_processing())
+    report = await skala_client.create_many(drafts(skala_sandbox, 5), concurrency=1)
+    assert report.counts == {"created": 3, "rejected": 0, "uncertain": 2, "failed": 0}
+    assert skala_sandbox.count("create") == 5
+    assert len(skala_sandbox.tickets) == 4  # the dropped answer did create its ticket
+
+
+async def test_journal_rerun_does_not_resend(skala_sandbox: SkalaSandbox, tmp_path: Path) -> None:
+    journal = tmp_path / "run.sqlite"
+    items = drafts(skala_sandbox, 6)
+    async with sandbox_client(skala_sandbox) as client:
+        skala_sandbox.inject("create", Fault.http(502))  # input 0: uncertain
+        first = await client.create_many(items, concurrency=1, journal=journal)
+        assert first.counts == {"created": 5, "rejected": 0, "uncertain": 1, "failed": 0}
+        sent = skala_sandbox.count("create")
+
+        second = await client.create_many(items, concurrency=3, journal=journal)
+        assert skala_sandbox.count("create") == sent  # nothing sent again
+        assert [r.outcome for r in second] == [r.outcome for r in first]
+        assert all(r.from_journal for r in second)
+        assert [r.ticket_id for r in second.created] == [r.ticket_id for r in first.created]
+
+        third = await client.create_many(
+            items, concurrency=3, journal=journal, resend_uncertain=True
+        )
+        assert skala_sandbox.count("create") == sent + 1
+        assert third.counts["created"] == 6
+    assert max(tickets_by_summary(skala_sandbox).values()) == 1  # 502 created nothing here
+
+
+async def test_journal_keys_by_content_without_reference(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox, tmp_path: Path
+) -> None:
+    same = skala.TicketDraft(skala_sandbox.customer_id, "same", "same")
+    journal = tmp_path / "j.sqlite"
+    first = await skala_client.create_many([same, same], journal=journal)
+    assert first.counts["created"] == 2  # two identical inputs are two inputs
+    second = await skala_client.create_many([same, same, same], journal=journal)
+    assert [r.from_journal for r in second] == [True, True, False]
+    assert len(skala_sandbox.tickets) == 3
+
+
+async def test_duplicate_reference_is_rejected_with_a_journal(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox, tmp_path: Path
+) -> None:
+    a = skala.TicketDraft(skala_sandbox.customer_id, "a", "a", reference="x")
+    b = skala.TicketDraft(skala_sandbox.customer_id, "b", "b", reference="x")
+    report = await skala_client.create_many([a, b], concurrency=1, journal=tmp_path / "j.db")
+    assert [r.outcome for r in report] == [BulkOutcome.CREATED, BulkOutcome.REJECTED]
+    assert len(skala_sandbox.tickets) == 1
+
+
+async def test_a_thousand_drafts_with_faults(skala_sandbox: SkalaSandbox) -> None:
+    rng = random.Random(7)
+    skala_sandbox.processing_delay = None
+    faults = [
+        Fault.http(429, retry_after=0.2),
+        Fault.http(503, retry_after=0.2),
+        Fault.http(500),
+        Fault.http(502),
+        Fault.drop(),
+        Fault.drop_after_processing(),
+        Fault.delay(0.6),
+    ]
+    # ~10 % of the creates get a fault, spread out: a fault then 9 clean requests on average.
+    plan = [rng.choice(faults) if rng.random() < 0.1 else None for _ in range(1300)]
+    for fault in plan:
+        if fault is None:
+            skala_sandbox.inject("create", Fault.delay(0))
+        else:
+            skala_sandbox.inject("create", fault)
+    timeouts = skala.Timeouts(upload_read=0.3)
+    async with sandbox_client(skala_sandbox, timeouts=timeouts) as client:
+        report = await client.create_many(drafts(skala_sandbox, 1000), concurrency=8)
+    await asyncio.sleep(0.7)  # let the slow requests finish on the server
+    assert len(report) == 1000
+    assert [r.index for r in report] == list(range(1000))
+    counts = report.counts
+    assert sum(counts.values()) == 1000
+    assert counts["rejected"] == 0
+    created_refs = collections.Counter(t.summary for t in skala_sandbox.tickets.values())
+    assert max(created_refs.values()) == 1  # no input created twice
+    for r in report.created:
+        assert created_refs[f"ticket {r.index}"] == 1
+    really_created_uncertain = sum(
+        1 for r in report.of("uncertain") if created_refs[f"ticket {r.index}"]
+    )
+    assert len(skala_sandbox.tickets) == counts["created"] + really_created_uncertain
+    for r in report.of("failed"):
+        assert created_refs[f"ticket {r.index}"] == 0
+    # No request reached the API while a Retry-After pause was in force (requests already
+    # in flight when the pause began are allowed a few milliseconds to arrive).
+    reqs = skala_sandbox.requests
+    pauses = [r for r in reqs if r.status in (429, 503) and r.fault]
+    assert pauses
+    for p in pauses:
+        inside = [r for r in reqs if p.received_at + 0.05 < r.received_at < p.received_at + 0.2]
+        assert inside == [], (p, inside[:3])
+
+
+async def test_sigkill_and_rerun_loses_nothing_and_duplicates_nothing(
+    skala_sandbox: SkalaSandbox, tmp_path: Path
+) -> None:
+    journal = tmp_path / "job.sqlite"
+    results = tmp_path / "results.jsonl"
+    count = 80
+    skala_sandbox.processing_delay = None
+    for _ in range(count):  # every create is slow: kill certainly lands mid-flight
+        skala_sandbox.inject("create", Fault.delay(0.05))
+    env = {**os.environ, "SKALA_CLIENT_SECRET": skala_sandbox.client_secret}
+    args = [
+        sys.executable,
+        "-m",
+        "tests.helpers.bulk_job",
+        skala_sandbox.url,
+        skala_sandbox.client_id,
+        skala_sandbox.customer_id,
+        str(count),
+        str(journal),
+        str(results),
+    ]
+    cwd = Path(__file__).resolve().parent.parent
+    proc = await asyncio.create_subprocess_exec(*args, env=env, cwd=cwd)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while skala_sandbox.count("create") < 25 and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert await proc.wait() == -signal.SIGKILL
+    sent_before_kill = skala_sandbox.count("create")
+    assert 0 < sent_before_kill < count
+    await asyncio.sleep(0.2)  # requests the dead process left in flight finish server-side
+
+    results.write_text("")
+    proc = await asyncio.create_subprocess_exec(*args, env=env, cwd=cwd)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    by_ref = {row["reference"]: row for row in rows}
+    assert sorted(by_ref) == sorted(f"ref-{i}" for i in range(count))  # all accounted for
+    assert len(rows) == count
+    created = collections.Counter(t.summary for t in skala_sandbox.tickets.values())
+    assert max(created.values()) == 1  # no input created twice
+    for i in range(count):
+        row = by_ref[f"ref-{i}"]
+        summary = f"bulk ticket {i}"
+        if row["outcome"] == "created":
+            assert created[summary] == 1
+            assert row["ticket_id"] in skala_sandbox.tickets
+        else:
+            assert row["outcome"] == "uncertain", row  # died in flight: not resent
+            assert created[summary] <= 1
+    assert any(row["from_journal"] for row in rows)
+    assert sum(1 for row in rows if row["outcome"] == "created") >= count - 8
+
+
+async def test_report_html_escapes(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    bad = skala.TicketDraft(
+        skala_sandbox.customer_id, "x" * 300, "d", reference="<script>x</script>"
+    )
+    report = await skala_client.create_many([bad])
+    page = report._repr_html_()
+    assert "<script>" not in page
+    assert "&lt;script&gt;" in page
+    assert str(uuid.UUID(int=0)) not in page

@@ -39,7 +39,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -61,7 +61,12 @@ if TYPE_CHECKING:
     from ._waiting import TicketHandle
     from .client import SkalaClient
 
-__all__ = ["BulkOutcome", "BulkReport", "BulkResult", "submit_many"]
+__all__ = ["BulkInputs", "BulkOutcome", "BulkReport", "BulkResult", "submit_many"]
+
+BulkInputs = Iterable[TicketDraft | ValidationError] | AsyncIterable[TicketDraft | ValidationError]
+"""What bulk submission takes: drafts, sync or async, consumed lazily. A
+:class:`ValidationError` in the stream stands for an input its reader could not parse: it
+is reported ``rejected`` with that error, in its place."""
 
 log = logging.getLogger("skala_async.bulk")
 
@@ -272,7 +277,7 @@ async def _content_key(draft: TicketDraft) -> str:
     return "sha256:" + hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-async def _aiter(drafts: Iterable[TicketDraft] | AsyncIterable[TicketDraft]) -> AsyncIterator[Any]:
+async def _aiter(drafts: BulkInputs) -> AsyncIterator[object]:
     if isinstance(drafts, AsyncIterable):
         async for d in drafts:
             yield d
@@ -296,7 +301,7 @@ class _Run:
     def __init__(
         self,
         client: SkalaClient,
-        drafts: Iterable[TicketDraft] | AsyncIterable[TicketDraft],
+        drafts: BulkInputs,
         *,
         concurrency: int,
         journal: Journal | None,
@@ -370,6 +375,9 @@ class _Run:
 
     async def one(self, index: int, draft: object) -> None:
         error: SkalaError
+        if isinstance(draft, ValidationError):  # an input its reader could not parse
+            await self.emit(BulkResult(index, "", None, BulkOutcome.REJECTED, error=draft))
+            return
         if not isinstance(draft, TicketDraft):
             error = ValidationError(
                 [f"input {index}: expected a TicketDraft, got {type(draft).__name__}"]
@@ -486,7 +494,7 @@ class _Run:
 
 async def submit_many(
     client: SkalaClient,
-    drafts: Iterable[TicketDraft] | AsyncIterable[TicketDraft],
+    drafts: BulkInputs,
     *,
     concurrency: int = 8,
     journal: str | os.PathLike[str] | None = None,

@@ -113,6 +113,8 @@ exit codes:
   5    the wait timed out (the ticket may still finish: run 'wait' again)
   70   internal error (a bug: please report it)
   130  interrupted (Ctrl-C)
+
+(bulk has its own exit codes: see "bulk --help")
 """
 
 log = logging.getLogger("skala_async.cli")
@@ -275,7 +277,12 @@ class _Run:
         if self.args.command == "sandbox":
             print("sandbox stopped", file=self.stderr, flush=True)
             return EXIT_OK
-        if self.phase == "creating":
+        if self.args.command == "bulk":
+            message = (
+                "interrupted; run the same command again to continue from the journal "
+                "(inputs that were being sent are reported uncertain, not resent)"
+            )
+        elif self.phase == "creating":
             message = (
                 "interrupted during the create request: the ticket may or may not exist; "
                 "check before creating it again"
@@ -995,6 +1002,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--client-secret", metavar="SECRET", help="the fake's client secret (default: random)"
     )
     sandbox.set_defaults(handler=_cmd_sandbox)
+
+    from . import _cli_bulk
+
+    _cli_bulk.add_parser(add, creds)
     return parser
 
 

@@ -135,7 +135,10 @@ async def test_create_sends_multipart_form(
     resp = await transport.send(req, token="tok")
     assert resp.status == 202
     call = only_call(mocked, "POST", url)
-    assert isinstance(call.kwargs["data"], aiohttp.FormData)
+    body = call.kwargs["data"]
+    assert isinstance(body, aiohttp.payload.Payload)
+    assert body.content_type.startswith("multipart/form-data; boundary=")
+    assert body.size is not None  # known size: Content-Length, never chunked
     timeout = call.kwargs["timeout"]
     assert timeout.sock_read == Timeouts().upload_read
     assert timeout.total == pytest.approx(Timeouts().for_upload(len(b"%PDF-1.4 body")))
@@ -385,7 +388,7 @@ async def test_form_has_known_size_and_raw_utf8_filename(tmp_path: pathlib.Path)
     mem = Attachment.from_bytes(b"\x89PNG", filename="screen shot.png")
     req = create_request(TicketDraft(CID, "Café top-up", "Línea 1\nLínea 2", files=[p, mem]))
     seen: list[tuple[int, int]] = []
-    multipart = _transport._form(req, lambda sent, total: seen.append((sent, total)))()
+    multipart = _transport._form(req, lambda sent, total: seen.append((sent, total)))
     try:
         assert multipart.size is not None  # => aiohttp sends Content-Length, not chunked
         writer = CollectingWriter()
@@ -408,9 +411,9 @@ async def test_form_has_known_size_and_raw_utf8_filename(tmp_path: pathlib.Path)
 
 async def test_form_without_files_is_still_multipart() -> None:
     req = create_request(TicketDraft(CID, "No files", "Just text"))
-    multipart = _transport._form(req, None)()
+    multipart = _transport._form(req, None)
     try:
-        assert isinstance(multipart, aiohttp.MultipartWriter)
+        assert multipart.content_type.startswith("multipart/form-data; boundary=")
         assert multipart.size is not None
         writer = CollectingWriter()
         await multipart.write(writer)  # type: ignore[arg-type]

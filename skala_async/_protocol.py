@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import attrs
-import cattrs
 
-from . import _convert
 from ._limits import (
     ALLOWED_EXTENSIONS,
     CREATE_PATH,
@@ -376,6 +374,11 @@ def _structured(request: Request, response: RawResponse, cls: type[Any]) -> Any:
     data = _json_object(response.body)
     if data is None:
         raise _unexpected(request, response, "body is not a JSON object")
+    # The converter (and cattrs) load on first use: most answers take the fast path.
+    import cattrs
+
+    from . import _convert
+
     try:
         return _convert.structure(data, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError) as exc:

@@ -24,6 +24,7 @@ import attrs
 from aiohttp.abc import AbstractStreamWriter
 
 from ._protocol import MAX_RESPONSE_BYTES, RawResponse, Request, form_body
+from ._version import __version__
 from .errors import RequestTimeoutError, TransportError
 from .models import Attachment
 
@@ -35,17 +36,8 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_sent, bytes_total)`` after each chunk of file content."""
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("skala-async")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
-        return "0"
-
-
 USER_AGENT = (
-    f"skala-async/{_version()} aiohttp/{aiohttp.__version__} python/{platform.python_version()}"
+    f"skala-async/{__version__} aiohttp/{aiohttp.__version__} python/{platform.python_version()}"
 )
 
 

@@ -19,6 +19,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_upload.py", "| files"),
         ("bench_cpu.py", "| variant"),
         ("bench_import.py", "| import"),
+        ("bench_bulk.py", "| implementation"),
+        ("bench_wait.py", "| waiting"),
     ],
 )
 def test_benchmark_quick_mode(script: str, header: str) -> None:

@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._backoff import PollPolicy, RetryPolicy
 from ._transport import Timeouts
+from ._version import __version__
 from ._waiting import TicketHandle
 from .client import PRODUCTION_URL, SANDBOX_URL, SkalaClient
 from .errors import (
@@ -33,19 +36,42 @@ from .errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from .models import Attachment, Ticket, TicketDraft, TicketStatus
+from .models import Attachment, SupportTicketEvent, Ticket, TicketDraft, TicketStatus
+
+if TYPE_CHECKING:
+    from .webhooks import (
+        InvalidSignatureError,
+        InvalidWebhookError,
+        StaleWebhookError,
+        WebhookError,
+        WebhookReceiver,
+    )
+
+# Webhook names load with their module on first use: most processes never receive one.
+_WEBHOOK_NAMES = frozenset(
+    {
+        "InvalidSignatureError",
+        "InvalidWebhookError",
+        "StaleWebhookError",
+        "WebhookError",
+        "WebhookReceiver",
+    }
+)
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def __getattr__(name: str) -> Any:
+    if name == "webhooks" or name in _WEBHOOK_NAMES:
+        import importlib
 
-    try:
-        return version("skala-async")
-    except PackageNotFoundError:  # pragma: no cover - imported from a source tree
-        return "0+unknown"
+        # Not `from . import webhooks`: that asks this very __getattr__ for "webhooks".
+        webhooks = importlib.import_module(".webhooks", __name__)
+        return webhooks if name == "webhooks" else getattr(webhooks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__version__ = _version()
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WEBHOOK_NAMES})
+
 
 __all__ = [
     "PRODUCTION_URL",
@@ -55,6 +81,8 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CreateOutcomeUnknownError",
+    "InvalidSignatureError",
+    "InvalidWebhookError",
     "PollPolicy",
     "RateLimitedError",
     "RequestTimeoutError",
@@ -62,6 +90,8 @@ __all__ = [
     "ServerError",
     "SkalaClient",
     "SkalaError",
+    "StaleWebhookError",
+    "SupportTicketEvent",
     "SupportTicketsNotEnabledError",
     "Ticket",
     "TicketDraft",
@@ -74,5 +104,7 @@ __all__ = [
     "UnexpectedResponseError",
     "ValidationError",
     "WaitTimeoutError",
+    "WebhookError",
+    "WebhookReceiver",
     "__version__",
 ]

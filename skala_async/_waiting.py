@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
-import random
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -46,6 +45,8 @@ class WaitHub:
     def __init__(self) -> None:
         self._waiters: dict[uuid.UUID, set[asyncio.Future[Ticket | None]]] = {}
         self.published = 0
+        #: Bumped when the client's poll policy changes (webhooks stopped arriving).
+        self.policy_generation = 0
 
     def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
         self._waiters.setdefault(ticket_id, set()).add(fut)
@@ -62,6 +63,14 @@ class WaitHub:
         if ticket_id is not None:
             return len(self._waiters.get(ticket_id, ()))
         return sum(len(f) for f in self._waiters.values())
+
+    def policy_changed(self) -> None:
+        """Wake every sleeping wait so that it reschedules under the current policy."""
+        self.policy_generation += 1
+        for futs in list(self._waiters.values()):
+            for fut in list(futs):
+                if not fut.done():
+                    fut.set_result(None)
 
     def publish(self, ticket: Ticket) -> int:
         """Hand ``ticket`` to every wait on it; returns how many were woken."""
@@ -182,6 +191,15 @@ class TicketHandle:
         timeouts, dropped connections) are retried and never end the wait before its
         deadline; 401/403/404 end it at once.
 
+        Webhook first: on a client with a webhook handler mounted
+        (:meth:`SkalaClient.webhook_handler`), a verified event ends the wait the moment it
+        arrives (also one that arrived before the wait began), and polling runs only as a
+        slow fallback (the client's ``webhook_poll``: first GET after 60 s, then every 30
+        to 120 s). If a wait learns the outcome by its own GET instead, webhooks are taken
+        to have stopped and later sleeps use the normal policy again, until the next
+        verified webhook; a sleep already begun on the slow policy runs to its end. So
+        every wait still ends when webhooks are dropped, only later.
+
         Args:
             timeout: overall deadline in seconds (default 600). Each GET's own timeout is cut
                 to what is left, and no sleep runs past it. ``None`` waits forever.
@@ -226,9 +244,15 @@ class TicketHandle:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         client = self._client
-        policy = poll or client.poll_policy
         loop = asyncio.get_running_loop()
         now = loop.time()
+        if self.ticket is None or not self.ticket.is_final:
+            # A webhook that arrived before this wait began already told the outcome.
+            known = client._webhook_tickets.get(self.ticket_id)
+            if known is not None:
+                self._see(*known)
+        # Slow fallback polling while webhooks arrive (read again before each sleep).
+        policy = poll or client._wait_policy()
         deadline = None if timeout is None else now + timeout
         start = self.accepted_at if self.accepted_at is not None else now
         # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
@@ -241,14 +265,20 @@ class TicketHandle:
             yield self.ticket
             return
         hub = client._hub
-        rng = random.Random()
         while True:
             now = loop.time()
             if deadline is not None and now >= deadline:
                 raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket)
             if now < next_poll:
                 wake_at = next_poll if deadline is None else min(next_poll, deadline)
+                generation = hub.policy_generation
                 news = await self._sleep(loop, hub, wake_at - now)
+                if news is None and hub.policy_generation != generation:
+                    # Webhooks stopped: leave the slow fallback schedule at once.
+                    policy = poll or client._wait_policy()
+                    now = loop.time()
+                    next_poll = min(next_poll, now + policy.interval(now - start))
+                    continue
                 if news is not None:
                     if self._see(news, loop.time()):
                         yield news
@@ -256,6 +286,7 @@ class TicketHandle:
                         return
                 continue
             retry_after: float | None = None
+            before = self.ticket
             try:
                 ticket = await client._get(self.ticket_id, deadline=deadline)
             except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
@@ -264,12 +295,15 @@ class TicketHandle:
                 log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
             else:
                 self.polls += 1
+                if ticket.is_final and before is not None and not before.is_final:
+                    client._webhook_missed()  # a webhook, if any were coming, would have told
                 if self._see(ticket, loop.time()):
                     yield ticket
                 if ticket.is_final:
                     return
             now = loop.time()
-            next_poll = now + policy.interval(now - start, retry_after, rng)
+            policy = poll or client._wait_policy()
+            next_poll = now + policy.interval(now - start, retry_after)
 
     async def _sleep(
         self, loop: asyncio.AbstractEventLoop, hub: WaitHub, seconds: float

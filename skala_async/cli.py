@@ -8,6 +8,8 @@ against a local sandbox.
     skala-tickets create --customer-id ID --summary S --description D [--file F]... [--wait]
     skala-tickets get TICKET_ID
     skala-tickets wait TICKET_ID [--timeout S]
+    skala-tickets webhooks listen --port N   # print verified webhooks ($SKALA_WEBHOOK_SECRET)
+    skala-tickets webhooks sign FILE         # the signature header for a test payload
 
 ``create``, ``get`` and ``wait`` take their credentials from ``--client-id`` /
 ``--client-secret`` (or ``--token``) and ``--base-url``, which default to the environment
@@ -276,6 +278,9 @@ class _Run:
     def interrupted(self) -> int:
         if self.args.command == "sandbox":
             print("sandbox stopped", file=self.stderr, flush=True)
+            return EXIT_OK
+        if self.args.command == "webhooks":
+            print("webhook listener stopped", file=self.stderr, flush=True)
             return EXIT_OK
         if self.args.command == "bulk":
             message = (
@@ -1006,6 +1011,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     from . import _cli_bulk
 
     _cli_bulk.add_parser(add, creds)
+    from . import _cli_webhooks
+
+    _cli_webhooks.add_parser(add)
     return parser
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import os
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,6 +33,9 @@ from .models import FileLike, Ticket, TicketDraft
 if TYPE_CHECKING:
     import aiohttp
 
+    from .bulk import BulkInputs, BulkReport, BulkResult
+    from .webhooks import AiohttpHandler, EventCallback, Secrets
+
 __all__ = ["PRODUCTION_URL", "SANDBOX_URL", "SkalaClient"]
 
 log = logging.getLogger("skala_async")
@@ -40,6 +46,9 @@ SANDBOX_URL = "https://skala-sandbox.ripio.com"
 PRODUCTION_URL = "https://skala.ripio.com"
 
 T = TypeVar("T")
+
+#: Final states brought by webhooks kept for waits that begin after the event.
+_WEBHOOK_TICKETS_KEPT = 10_000
 
 
 def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
@@ -72,10 +81,13 @@ class _RateGate:
 
     def __init__(self) -> None:
         self.until = 0.0
+        #: How many times a server asked to pause (bulk runs halve their concurrency).
+        self.pauses = 0
 
     def pause(self, seconds: float) -> None:
         loop = asyncio.get_running_loop()
         self.until = max(self.until, loop.time() + seconds)
+        self.pauses += 1
 
     async def wait(self, deadline: float | None) -> bool:
         """Sleep out the pause; False (at once) if it would outlast ``deadline``."""
@@ -103,6 +115,9 @@ class SkalaClient:
         timeouts: per-request time limits (:class:`Timeouts`).
         retry: how requests are retried after transient failures (:class:`RetryPolicy`).
         poll: how :meth:`TicketHandle.wait_until_created` polls (:class:`PollPolicy`).
+        webhook_poll: the slow fallback polling used instead of ``poll`` while a webhook
+            handler is mounted (:meth:`webhook_handler`) and webhooks arrive: first GET
+            after 60 s, then every 30 to 120 s.
         max_concurrent_polls: GETs in flight at once for all waiting handles together.
         token_margin: refresh a client-credentials token this many seconds before expiry.
 
@@ -123,6 +138,7 @@ class SkalaClient:
         timeouts: Timeouts | None = None,
         retry: RetryPolicy | None = None,
         poll: PollPolicy | None = None,
+        webhook_poll: PollPolicy | None = None,
         max_concurrent_polls: int = 32,
         token_margin: float = 60.0,
         user_agent: str | None = None,
@@ -147,15 +163,29 @@ class SkalaClient:
         self.client_id = client_id
         self.retry_policy = retry or RetryPolicy()
         self.poll_policy = poll or PollPolicy()
+        self.webhook_poll_policy = webhook_poll or PollPolicy(
+            first_delay=60.0, min_interval=30.0, max_interval=120.0
+        )
         self._transport = Transport(
             self.base_url, session=session, timeouts=timeouts, user_agent=user_agent
         )
+        # A client that is never closed must not spam "Unclosed client session" (or worse,
+        # "Event loop is closed") when it is collected or the interpreter exits.
+        self._finalizer = weakref.finalize(self, _release_abandoned, self._transport)
         self._hub = WaitHub()
         self._gate = _RateGate()
         self._max_polls = max_concurrent_polls
         self._poll_slots: asyncio.Semaphore | None = None
         #: Requests sent, by kind (``token``, ``create``, ``get``), attempts included.
         self.request_counts: dict[str, int] = {"token": 0, "create": 0, "get": 0}
+        # Webhooks (see webhook_handler): mounted, believed to arrive, last one's loop time,
+        # and the final states they brought, with their arrival time, for waits begun later.
+        self._webhooks_mounted = False
+        self._webhooks_healthy = False
+        self._last_webhook_at: float | None = None
+        self._webhook_tickets: collections.OrderedDict[uuid.UUID, tuple[Ticket, float]] = (
+            collections.OrderedDict()
+        )
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> SkalaClient:
@@ -187,6 +217,7 @@ class SkalaClient:
 
     async def close(self) -> None:
         """Close the client (and its own HTTP session; a caller's session stays open)."""
+        self._finalizer.detach()
         await self._auth.aclose()
         await self._transport.close()
 
@@ -255,6 +286,113 @@ class SkalaClient:
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle:
         """A handle for a ticket created earlier (for example before a restart)."""
         return TicketHandle(self, _protocol.ticket_id_of(ticket_id))
+
+    def submit_many(
+        self,
+        drafts: BulkInputs,
+        *,
+        concurrency: int = 8,
+        journal: str | os.PathLike[str] | None = None,
+        wait: bool = False,
+        wait_timeout: float | None = 600.0,
+        resend_uncertain: bool = False,
+    ) -> AsyncIterator[BulkResult]:
+        """Create many tickets concurrently; yield a :class:`BulkResult` as each input ends.
+
+        Every input ends in exactly one outcome: ``created``, ``rejected`` (validation or a
+        4xx), ``uncertain`` (may have been created: never resent silently) or ``failed``
+        (surely not received, retries ran out). One bad input never stops the others.
+
+        Args:
+            drafts: :class:`TicketDraft` objects, an iterable or async iterable, consumed
+                lazily (a ``reference`` on each draft names it in the journal and results).
+            concurrency: creates in flight at most (an integer >= 1); halved when the server
+                asks to back off (429 / 503 with ``Retry-After``), then grown back.
+            journal: path of an SQLite file recording each step; rerunning the same job with
+                it does not resend accepted inputs (they are reported from the journal).
+            wait: also wait for each created ticket's final status.
+            wait_timeout: deadline of each wait, in seconds.
+            resend_uncertain: with a journal, send again the inputs a previous run may
+                have created (it died while sending them, or the answer was ambiguous).
+        """
+        from .bulk import submit_many
+
+        return submit_many(
+            self,
+            drafts,
+            concurrency=concurrency,
+            journal=journal,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            resend_uncertain=resend_uncertain,
+        )
+
+    async def create_many(
+        self,
+        drafts: BulkInputs,
+        **kwargs: Any,
+    ) -> BulkReport:
+        """Like :meth:`submit_many`, collected into a :class:`BulkReport` (input order)."""
+        from .bulk import report_of
+
+        return report_of([r async for r in self.submit_many(drafts, **kwargs)])
+
+    # ------------------------------------------------------------------ webhooks
+
+    def webhook_handler(
+        self, secret: Secrets, on_event: EventCallback | None = None, **kwargs: Any
+    ) -> AiohttpHandler:
+        """An aiohttp handler for Ripio's webhooks that also wakes this client's waits.
+
+        Mount it where Ripio POSTs (``app.router.add_post("/webhooks/skala", handler)``);
+        the app must run on this client's event loop. Each verified ``SUPPORT_TICKET``
+        event wakes every handle waiting on that ticket at once (a wait begun after the
+        event finishes at once too), then ``on_event`` is called once per (ticket id,
+        status). Requests are answered as :class:`~skala_async.webhooks.WebhookReceiver`
+        describes (``401`` bad signature, ``400`` malformed, ``413`` too large, ``2xx``).
+
+        From the moment it is made, waits poll only as a slow fallback
+        (``webhook_poll``). When a wait learns a final status by its own GET (the webhook
+        never came), the client concludes webhooks are not arriving and polls normally
+        again; the next verified webhook brings the slow fallback back.
+
+        Args:
+            secret: the shared secret, or several during a rotation.
+            on_event: called once for each new event (function or coroutine function).
+            **kwargs: ``max_body_bytes``, ``tolerance``, ``dedupe_size`` of
+                :class:`~skala_async.webhooks.WebhookReceiver`.
+        """
+        from .webhooks import WebhookReceiver
+
+        return WebhookReceiver(secret, on_event, client=self, **kwargs).handle
+
+    def _wait_policy(self) -> PollPolicy:
+        """The poll policy of waits right now: slow while webhooks arrive."""
+        if self._webhooks_mounted and self._webhooks_healthy:
+            return self.webhook_poll_policy
+        return self.poll_policy
+
+    def _webhook_seen(self, ticket: Ticket) -> None:
+        """A verified webhook brought ``ticket``: wake its waits, trust webhooks again."""
+        now = asyncio.get_running_loop().time()
+        self._last_webhook_at = now
+        if self._webhooks_mounted and not self._webhooks_healthy:
+            log.info("webhooks arrive again; polling only as a slow fallback")
+        self._webhooks_mounted = self._webhooks_healthy = True
+        if ticket.is_final:
+            self._webhook_tickets[ticket.ticket_id] = (ticket, now)
+            self._webhook_tickets.move_to_end(ticket.ticket_id)
+            while len(self._webhook_tickets) > _WEBHOOK_TICKETS_KEPT:
+                self._webhook_tickets.popitem(last=False)
+        self._hub.publish(ticket)
+
+    def _webhook_missed(self) -> None:
+        """A wait saw a final status by its own GET: webhooks are not arriving."""
+        if self._webhooks_mounted and self._webhooks_healthy:
+            self._webhooks_healthy = False
+            log.info("webhooks seem not to arrive; polling normally")
+            # Waits asleep on the slow fallback schedule adopt the normal one now.
+            self._hub.policy_changed()
 
     # ------------------------------------------------------------------ internals
 
@@ -392,3 +530,41 @@ def _ambiguous(exc: SkalaError) -> bool:
         status = int(exc.status)
         return status >= 500 or status == 408 or 200 <= status < 300
     return False
+
+
+def _release_abandoned(transport: Transport) -> None:
+    """Finalizer of a client that was never closed: release its own session quietly.
+
+    Runs when the client is garbage collected, or at interpreter exit while it is still
+    alive. Without it, aiohttp's ``__del__`` methods report "Unclosed client session" and
+    "Unclosed connector" through an event loop that may be closed by then. Nothing here
+    awaits or schedules a coroutine: aiohttp's connector closes synchronously (when its
+    loop is already closed it only marks itself closed, and the sockets go with the
+    process). A :class:`ResourceWarning` (hidden by Python's default filters, shown by
+    ``-X dev`` and test runners) still tells developers that ``close()`` was missed.
+    """
+    session = transport._session
+    if session is None or not transport._owns_session or session.closed:
+        return
+    connector = session.connector
+    session.detach()  # the session counts as closed from now on
+    if connector is not None:
+        loop = connector._loop
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if loop.is_running() and loop is not current:
+            # Collected in another thread while its loop runs: close it in the loop's thread.
+            try:
+                loop.call_soon_threadsafe(connector._close)
+            except RuntimeError:  # the loop closed meanwhile
+                connector._close()
+        else:
+            connector._close()
+    warnings.warn(
+        "a SkalaClient was never closed; use 'async with SkalaClient(...)' or "
+        "'await client.close()'",
+        ResourceWarning,
+        stacklevel=1,
+    )

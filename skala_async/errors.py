@@ -15,6 +15,10 @@
     │   ├── ServerError                         5xx
     │   └── UnexpectedResponseError             a status or body the API does not document
     ├── CreateOutcomeUnknownError               a create may or may not have reached Ripio
+    ├── WebhookError                            a webhook request was refused (skala_async.webhooks)
+    │   ├── InvalidSignatureError               signature header missing or wrong (401)
+    │   ├── InvalidWebhookError                 body is not a support ticket event (400)
+    │   └── StaleWebhookError                   issueDatetime outside the tolerance window
     ├── TicketFailedError                       the ticket ended FAILED
     └── WaitTimeoutError (also TimeoutError)    the wait's deadline passed
 

@@ -6,6 +6,7 @@ Everything here is a plain attrs class with no I/O and no knowledge of the wire 
 
 from __future__ import annotations
 
+import datetime
 import enum
 import hashlib
 import html
@@ -14,14 +15,21 @@ import os
 import pathlib
 import stat
 import uuid
-from collections.abc import Iterable
-from typing import IO, Union, cast
+from collections.abc import Iterable, Mapping
+from typing import IO, Any, Union, cast
 
 import attrs
 
 from ._limits import CONTENT_TYPES
 
-__all__ = ["Attachment", "FileLike", "Ticket", "TicketDraft", "TicketStatus"]
+__all__ = [
+    "Attachment",
+    "FileLike",
+    "SupportTicketEvent",
+    "Ticket",
+    "TicketDraft",
+    "TicketStatus",
+]
 
 
 class TicketStatus(str, enum.Enum):
@@ -89,6 +97,13 @@ class Ticket:
     def is_final(self) -> bool:
         """Whether the ticket reached ``CREATED`` or ``FAILED``."""
         return self.status.is_final
+
+    def __repr__(self) -> str:
+        # The status as its plain value: ``status='CREATED'`` compares equal to the member.
+        return (
+            f"Ticket(ticket_id={self.ticket_id!r}, status={self.status.value!r}, "
+            f"issue_key={self.issue_key!r})"
+        )
 
     def _repr_html_(self) -> str:
         rows = (
@@ -311,3 +326,34 @@ class TicketDraft:
     description: str
     files: tuple[Attachment, ...] = attrs.field(default=(), converter=_coerce_files)
     reference: str | None = None
+
+
+@attrs.frozen
+class SupportTicketEvent:
+    """A verified ``SUPPORT_TICKET.*`` webhook event (reference section 6.3).
+
+    Made by :func:`skala_async.webhooks.parse_event` from the raw body Ripio POSTed.
+
+    Attributes:
+        event_type: the envelope's ``eventType``, e.g. ``"SUPPORT_TICKET.CREATED"``.
+        issued_at: the envelope's ``issueDatetime``, an aware UTC :class:`~datetime.datetime`.
+        ticket: the ``supportTicket`` object as a :class:`Ticket`.
+        extra: what this version does not know, kept as sent: unknown top-level keys, and
+            unknown keys of ``supportTicket`` under ``extra["supportTicket"]`` (for example
+            a ``customerId``). Empty when the event had nothing more.
+    """
+
+    event_type: str
+    issued_at: datetime.datetime
+    ticket: Ticket
+    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+    @property
+    def status(self) -> TicketStatus:
+        """The ticket's status in this event (``CREATED`` or ``FAILED``)."""
+        return self.ticket.status
+
+    @property
+    def ticket_id(self) -> uuid.UUID:
+        """The ticket's id: the key that correlates the event with a created ticket."""
+        return self.ticket.ticket_id

@@ -25,6 +25,7 @@ import binascii
 import datetime
 import hashlib
 import hmac
+import html
 import itertools
 import json
 import random
@@ -428,7 +429,18 @@ class SkalaSandbox:
       ``(ticket_id, fields) -> status``; the outcome in effect when a ticket is created
       decides how that ticket ends;
     - ``token_ttl``: ``expiresIn`` of newly issued tokens, in seconds;
-    - ``webhook_url``, ``webhook_secret``, ``webhook_signature_header``, ``webhook_timeout``.
+    - ``webhook_url``, ``webhook_secret``, ``webhook_signature_header``, ``webhook_timeout``:
+      where and how each outcome is POSTed, signed as reference section 6.4 describes
+      (compact, ASCII-escaped JSON; ``sha256=<hex>`` of HMAC-SHA256 over the raw body);
+    - webhook faults, applied to each delivery and recorded in ``webhook_deliveries``:
+      ``webhook_duplicates`` (extra copies of every delivery, sent concurrently),
+      ``webhook_delay`` (seconds before each copy is sent, or a ``(min, max)`` tuple),
+      ``webhook_drop`` (``True`` drops every copy, a float in ``[0, 1]`` is the chance
+      that a copy is dropped; a drop is recorded with result ``"dropped"``),
+      ``webhook_wrong_signature`` (sign with a wrong secret), and
+      ``webhook_out_of_order`` (``True``, or a window in seconds: each copy is held for a
+      random time up to the window, 0.25 s for ``True``, so events, and copies of one
+      event, can arrive in another order than they were sent).
     """
 
     def __init__(
@@ -448,6 +460,11 @@ class SkalaSandbox:
         webhook_secret: str | None = None,
         webhook_signature_header: str = DEFAULT_SIGNATURE_HEADER,
         webhook_timeout: float = 10.0,
+        webhook_duplicates: int = 0,
+        webhook_delay: float | tuple[float, float] = 0.0,
+        webhook_drop: bool | float = False,
+        webhook_wrong_signature: bool = False,
+        webhook_out_of_order: bool | float = False,
         recording: bool = True,
     ) -> None:
         self.host = host
@@ -466,6 +483,11 @@ class SkalaSandbox:
         self.webhook_secret = webhook_secret
         self.webhook_signature_header = webhook_signature_header
         self.webhook_timeout = webhook_timeout
+        self.webhook_duplicates = webhook_duplicates
+        self.webhook_delay = webhook_delay
+        self.webhook_drop = webhook_drop
+        self.webhook_wrong_signature = webhook_wrong_signature
+        self.webhook_out_of_order = webhook_out_of_order
         #: Whether requests are recorded (turn off for long benchmark runs).
         self.recording = recording
         #: Every webhook delivery attempt, in order of completion.
@@ -498,6 +520,98 @@ class SkalaSandbox:
             f"tickets={len(self.tickets)} state={self._state}>"
         )
 
+    def _repr_html_(self, recent: int = 10) -> str:
+        """A notebook view: settings, the latest tickets and the latest requests received.
+
+        Everything is HTML-escaped; the client secret and tokens are never shown.
+        """
+        delay = self._processing_delay
+        if delay is None:
+            delay_text = "none (use complete())"
+        elif isinstance(delay, tuple):
+            delay_text = f"{_format_seconds(delay[0])}–{_format_seconds(delay[1])} s"
+        else:
+            delay_text = f"{_format_seconds(delay)} s"
+        statuses: dict[str, int] = {}
+        for ticket in self.tickets.values():
+            statuses[ticket.status] = statuses.get(ticket.status, 0) + 1
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+        outcome = self.outcome
+        webhooks = "off" if not self.webhook_url else "on, signed" if self.webhook_secret else "on"
+        settings = [
+            ("url", self._url or "(not running)"),
+            ("state", self._state),
+            ("client id", self.client_id),
+            ("customers", str(len(self._customers))),
+            ("tickets", f"{len(self.tickets)}" + (f" ({counts})" if counts else "")),
+            ("support tickets enabled", "yes" if self.support_tickets_enabled else "no (20061)"),
+            ("processing delay", delay_text),
+            ("outcome", "a callable" if callable(outcome) else str(outcome)),
+            ("webhooks", webhooks),
+        ]
+        parts = [
+            "<div class='skala-sandbox'><table><caption>SkalaSandbox</caption>",
+            *(
+                f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                f"<td>{html.escape(v)}</td></tr>"
+                for k, v in settings
+            ),
+            "</table>",
+        ]
+
+        def short(text: str, limit: int = 80) -> str:
+            return text if len(text) <= limit else text[: limit - 1] + "…"
+
+        def table(caption: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+            if not rows:
+                return
+            parts.append(f"<table><caption>{html.escape(caption)}</caption><tr>")
+            parts.extend(f"<th>{html.escape(h)}</th>" for h in header)
+            parts.append("</tr>")
+            for row in rows:
+                parts.append("<tr>")
+                parts.extend(f"<td>{html.escape(cell)}</td>" for cell in row)
+                parts.append("</tr>")
+            parts.append("</table>")
+
+        tickets = list(self.tickets.values())[-recent:]
+        table(
+            f"latest tickets ({len(tickets)} of {len(self.tickets)})",
+            ("ticket id", "status", "issue key", "summary", "files", "seconds to outcome"),
+            [
+                (
+                    t.ticket_id,
+                    t.status,
+                    t.issue_key or "—",
+                    short(t.summary),
+                    str(len(t.files)),
+                    "—" if t.finished_at is None else f"{t.finished_at - t.created_at:.2f}",
+                )
+                for t in tickets
+            ],
+        )
+        requests = self.requests
+        shown = requests[-recent:]
+        table(
+            f"latest requests ({len(shown)} of {len(requests)})",
+            ("endpoint", "method", "path", "status", "fault", "summary", "files"),
+            [
+                (
+                    r.endpoint,
+                    r.method,
+                    short(r.path),
+                    "dropped" if r.status is None else str(r.status),
+                    r.fault or "",
+                    # token requests carry credentials: show no field of theirs
+                    short(r.fields.get("summary", "")) if r.endpoint == "create" else "",
+                    str(len(r.files)) if r.files else "",
+                )
+                for r in shown
+            ],
+        )
+        parts.append("</div>")
+        return "".join(parts)
+
     # -- knobs with validation ---------------------------------------------------------------
 
     @property
@@ -508,6 +622,59 @@ class SkalaSandbox:
     @processing_delay.setter
     def processing_delay(self, value: Delay) -> None:
         self._processing_delay = _validate_delay(value)
+
+    @property
+    def webhook_duplicates(self) -> int:
+        """Extra copies sent of every webhook delivery (``0``: each event once)."""
+        return self._webhook_duplicates
+
+    @webhook_duplicates.setter
+    def webhook_duplicates(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"webhook_duplicates must be an integer >= 0, got {value!r}")
+        self._webhook_duplicates = value
+
+    @property
+    def webhook_delay(self) -> float | tuple[float, float]:
+        """Seconds before each webhook copy is sent (a ``(min, max)`` tuple: uniform)."""
+        return self._webhook_delay
+
+    @webhook_delay.setter
+    def webhook_delay(self, value: float | tuple[float, float]) -> None:
+        self._webhook_delay: float | tuple[float, float]
+        if isinstance(value, tuple):
+            low, high = value
+            if not 0 <= low <= high:
+                raise ValueError("webhook_delay range must be (min, max) with 0 <= min <= max")
+            self._webhook_delay = (float(low), float(high))
+        elif isinstance(value, (int, float)) and value >= 0:
+            self._webhook_delay = float(value)
+        else:
+            raise ValueError(f"webhook_delay must be >= 0 or a (min, max) tuple, got {value!r}")
+
+    @property
+    def webhook_drop(self) -> bool | float:
+        """``True`` drops every webhook copy; a float is the chance that one is dropped."""
+        return self._webhook_drop
+
+    @webhook_drop.setter
+    def webhook_drop(self, value: bool | float) -> None:
+        if not isinstance(value, (bool, int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"webhook_drop must be a bool or a chance in [0, 1], got {value!r}")
+        self._webhook_drop = value
+
+    @property
+    def webhook_out_of_order(self) -> bool | float:
+        """Hold each webhook copy a random time up to this window (``True``: 0.25 s)."""
+        return self._webhook_out_of_order
+
+    @webhook_out_of_order.setter
+    def webhook_out_of_order(self, value: bool | float) -> None:
+        if not isinstance(value, (bool, int, float)) or value < 0:
+            raise ValueError(
+                f"webhook_out_of_order must be a bool or a window >= 0 s, got {value!r}"
+            )
+        self._webhook_out_of_order = value
 
     @property
     def url(self) -> str:
@@ -739,14 +906,29 @@ class SkalaSandbox:
         }
         body = json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode("ascii")
         headers = {"Content-Type": "application/json"}
-        if self.webhook_secret is not None:
-            digest = hmac.new(self.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+        secret = self.webhook_secret
+        if self.webhook_wrong_signature:
+            secret = "wrong-" + (secret or secrets.token_hex(8))
+        if secret is not None:
+            digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
             headers[self.webhook_signature_header] = "sha256=" + digest
-        task = self._loop.create_task(self._deliver(url, ticket, body, headers))
-        self._webhook_tasks.add(task)
-        assert self._webhooks_idle is not None
-        self._webhooks_idle.clear()
-        task.add_done_callback(self._webhook_done)
+        drop = self._webhook_drop
+        window = 0.25 if self._webhook_out_of_order is True else float(self._webhook_out_of_order)
+        for _ in range(1 + self._webhook_duplicates):
+            if drop is True or (drop is not False and random.random() < drop):
+                self.webhook_deliveries.append(
+                    WebhookDelivery(ticket.ticket_id, ticket.status, "dropped")
+                )
+                continue
+            delay = self._webhook_delay
+            seconds = random.uniform(*delay) if isinstance(delay, tuple) else delay
+            if window > 0:
+                seconds += random.uniform(0, window)
+            task = self._loop.create_task(self._deliver(url, ticket, body, headers, seconds))
+            self._webhook_tasks.add(task)
+            assert self._webhooks_idle is not None
+            self._webhooks_idle.clear()
+            task.add_done_callback(self._webhook_done)
 
     def _webhook_done(self, task: asyncio.Task[None]) -> None:
         self._webhook_tasks.discard(task)
@@ -754,9 +936,16 @@ class SkalaSandbox:
             self._webhooks_idle.set()
 
     async def _deliver(
-        self, url: str, ticket: SandboxTicket, body: bytes, headers: dict[str, str]
+        self,
+        url: str,
+        ticket: SandboxTicket,
+        body: bytes,
+        headers: dict[str, str],
+        delay: float = 0.0,
     ) -> None:
         result: int | str
+        if delay > 0:
+            await asyncio.sleep(delay)
         try:
             assert self._session is not None
             async with self._session.post(url, data=body, headers=headers) as response:

@@ -1,0 +1,241 @@
+"""``skala-tickets webhooks``: receive and print verified webhooks, or sign a test payload.
+
+::
+
+    skala-tickets webhooks listen --port 8080 --secret S    # print each verified event
+    skala-tickets webhooks sign event.json --secret S       # the signature header for a file
+
+The secret defaults to ``$SKALA_WEBHOOK_SECRET`` (prefer it: command lines are visible to
+other users of the machine). ``listen`` accepts ``--secret`` more than once, for a rotation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .models import SupportTicketEvent
+from .webhooks import SIGNATURE_HEADER, SIGNATURE_HEADERS, WebhookReceiver, sign_payload
+
+if TYPE_CHECKING:
+    from .cli import _Run
+
+SECRET_ENV = "SKALA_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
+
+WEBHOOKS_EPILOG = f"""\
+secret: --secret, or ${SECRET_ENV} (prefer the environment: command lines are visible to
+  other users). listen accepts --secret more than once during a rotation.
+
+listen answers 401 for a missing or wrong signature, 400 for a malformed or stale event,
+  413 for a body over 64 KiB, 200 otherwise (events of other families are acknowledged and
+  not printed; a repeated (ticket id, status) is printed once).
+
+try it:
+  skala-tickets webhooks listen --port 8080 &
+  curl -H "$(skala-tickets webhooks sign event.json)" -H 'Content-Type: application/json' \\
+       --data-binary @event.json http://127.0.0.1:8080/
+
+exit codes (webhooks):
+  0    listen stopped with Ctrl-C or SIGTERM; sign printed the header
+  2    usage error (no secret, unreadable file)
+  4    listen cannot bind its address
+"""
+
+
+def _secrets(run: _Run) -> list[str]:
+    from .cli import EXIT_USAGE, _Failure
+
+    given: list[str] = run.args.secret or []
+    if not given:
+        env = os.environ.get(SECRET_ENV)
+        given = [env] if env else []
+    if not given or not all(given):
+        raise _Failure(EXIT_USAGE, f"a webhook secret is needed: --secret or ${SECRET_ENV}")
+    return given
+
+
+def _event_record(event: SupportTicketEvent) -> dict[str, Any]:
+    return {
+        "event_type": event.event_type,
+        "issued_at": event.issued_at.isoformat(),
+        "ticket_id": str(event.ticket_id),
+        "status": event.status.value,
+        "issue_key": event.ticket.issue_key,
+        "extra": dict(event.extra),
+    }
+
+
+def _event_line(event: SupportTicketEvent) -> str:
+    key = f" {event.ticket.issue_key}" if event.ticket.issue_key else ""
+    stamp = event.issued_at.isoformat().replace("+00:00", "Z")
+    return f"{stamp} {event.event_type} {event.ticket_id} {event.status.value}{key}"
+
+
+async def _cmd_listen(run: _Run) -> int:
+    from aiohttp import web
+
+    from .cli import EXIT_OK, EXIT_TRANSPORT, _Failure, _on_sigterm
+
+    args = run.args
+    secrets = _secrets(run)
+
+    def on_event(event: SupportTicketEvent) -> None:
+        if run.json:
+            run.emit(_event_record(event))
+        else:
+            run.say(_event_line(event))
+
+    receiver = WebhookReceiver(secrets, on_event, tolerance=args.tolerance)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", receiver.handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    stop = asyncio.Event()
+    undo_sigterm = _on_sigterm(stop.set)
+    undo_logging = _refusals_to_stderr(run)
+    try:
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise _Failure(
+                EXIT_TRANSPORT, f"cannot listen on {args.host}:{args.port}: {reason}"
+            ) from None
+        host, port = runner.addresses[0][:2]
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{port}/"
+        if run.json:
+            run.emit({"url": url})
+        else:
+            run.say(f"Listening for webhooks on {url} (any path); Ctrl-C to stop")
+        await stop.wait()  # SIGTERM; Ctrl-C arrives as KeyboardInterrupt via asyncio.run
+    finally:
+        undo_logging()
+        undo_sigterm()
+        await runner.cleanup()
+    print("webhook listener stopped", file=run.stderr, flush=True)
+    return EXIT_OK
+
+
+def _refusals_to_stderr(run: _Run) -> Callable[[], None]:
+    """Show refused requests (and callback errors) on stderr, unless -v logs everything."""
+    if run.args.verbose:
+        return lambda: None
+    logger = logging.getLogger("skala_async.webhooks")
+    handler = logging.StreamHandler(run.stderr)
+    handler.setFormatter(logging.Formatter(f"{run.prog}: %(message)s"))
+    handler.setLevel(logging.INFO)
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+    return undo
+
+
+async def _cmd_sign(run: _Run) -> int:
+    from .cli import EXIT_OK, EXIT_USAGE, _Failure
+
+    args = run.args
+    secrets = _secrets(run)
+    if len(secrets) > 1:
+        raise _Failure(EXIT_USAGE, "sign takes one --secret")
+    path: str = args.file
+    try:
+        body = _read_payload(path)
+    except OSError as exc:
+        raise _Failure(EXIT_USAGE, f"cannot read {path!r}: {exc.strerror or exc}") from None
+    value = sign_payload(body, secrets[0])
+    if run.json:
+        run.emit({"header": args.header, "value": value})
+    else:
+        run.say(f"{args.header}: {value}")
+    return EXIT_OK
+
+
+def _read_payload(path: str) -> bytes:
+    """The file's raw bytes (``-``: standard input), exactly as they will be sent."""
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def add_parser(
+    add: Callable[[str, str, list[argparse.ArgumentParser]], argparse.ArgumentParser],
+) -> None:
+    """Register the ``webhooks`` subcommand group."""
+    from .cli import _common_options, _port
+
+    webhooks = add("webhooks", "receive Ripio's signed webhooks, or sign a test payload", [])
+    webhooks.epilog = WEBHOOKS_EPILOG
+    group = webhooks.add_subparsers(dest="webhooks_command", metavar="ACTION", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+    common = [_common_options(suppress=True)]  # --json and -v also after the action
+
+    listen = group.add_parser(
+        "listen",
+        help="serve a webhook endpoint and print each verified event (until Ctrl-C)",
+        description="Serve a webhook endpoint on every path and print each verified event "
+        "(one line, or one JSON object per line with --json).",
+        epilog=WEBHOOKS_EPILOG,
+        formatter_class=formatter,
+        parents=common,
+    )
+    listen.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    listen.add_argument("--port", type=_port, default=8080, help="default 8080; 0 picks one")
+    listen.add_argument(
+        "--secret",
+        action="append",
+        metavar="SECRET",
+        help=f"the shared secret (default: ${SECRET_ENV}); repeat during a rotation",
+    )
+    listen.add_argument(
+        "--tolerance",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="refuse events whose issueDatetime is further than this from now (default: no check)",
+    )
+    listen.set_defaults(handler=_cmd_listen)
+
+    sign = group.add_parser(
+        "sign",
+        help="print the signature header for a file's raw bytes",
+        description="Print the signature header Ripio would send for FILE's raw bytes.",
+        epilog=WEBHOOKS_EPILOG,
+        formatter_class=formatter,
+        parents=common,
+    )
+    sign.add_argument("file", metavar="FILE", help="the payload ('-': stdin)")
+    sign.add_argument(
+        "--secret",
+        action="append",
+        metavar="SECRET",
+        help=f"the shared secret (default: ${SECRET_ENV})",
+    )
+    sign.add_argument(
+        "--header",
+        choices=SIGNATURE_HEADERS,
+        default=SIGNATURE_HEADER,
+        help=f"header name to print (default {SIGNATURE_HEADER})",
+    )
+    sign.set_defaults(handler=_cmd_sign)

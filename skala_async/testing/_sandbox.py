@@ -716,9 +716,6 @@ class SkalaSandbox:
         try:
             site = web.TCPSite(runner, self.host, self.port)
             await site.start()
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.webhook_timeout)
-            )
         except BaseException:
             await runner.cleanup()
             raise
@@ -947,7 +944,10 @@ class SkalaSandbox:
         if delay > 0:
             await asyncio.sleep(delay)
         try:
-            assert self._session is not None
+            if self._session is None:  # made on the first delivery: no webhooks, no session
+                self._session = aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self.webhook_timeout)
+                )
             async with self._session.post(url, data=body, headers=headers) as response:
                 await response.read()
                 result = response.status

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the property tests derandomized: the same generated cases on every run, so a
+# red build is reproducible. Locally they explore new cases each run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 # The shipped plugin is registered through the package's entry point; make sure it is
 # active even when the package is imported from a source tree.
@@ -23,6 +30,23 @@ if "skala_async.testing.pytest_plugin" not in os.environ.get("PYTEST_PLUGINS", "
         _registered = False
     if not _registered:  # pragma: no cover - only without an installed package
         pytest_plugins.append("skala_async.testing.pytest_plugin")
+
+
+@pytest.fixture(autouse=True)
+def _api_contract(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Check every exchange of every in-process sandbox against the OpenAPI contract.
+
+    Every request a sandbox answers with 2xx (the client's, in practice) and every answer
+    it sends must conform to ``skala_async/testing/openapi.json``; a test during which any
+    sandbox recorded a violation fails.
+    """
+    from skala_async.testing import SkalaSandbox, _contract
+
+    monkeypatch.setattr(SkalaSandbox, "contract_checks", True)
+    _contract.take_violations()
+    yield
+    violations = _contract.take_violations()
+    assert not violations, "\n".join(str(v) for v in violations)
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ import hmac
 import html
 import itertools
 import json
+import os
 import random
 import re
 import secrets
@@ -57,6 +58,7 @@ from skala_async._limits import (
     SUPPORT_TICKETS_NOT_ENABLED_CODE,
     TOKEN_PATH,
 )
+from skala_async.testing import _contract
 
 __all__ = [
     "AUTHENTICATION_FAILED_CODE",
@@ -324,6 +326,8 @@ class _Context:
     files: list[RecordedFile] = attrs.field(factory=list)
     ticket_id: str | None = None
     fault: str | None = None
+    #: The fault applied to this request (its ``label`` is ``fault``).
+    applied_fault: Fault | None = None
     #: The raw body of a token request (None: too large).
     raw_body: bytes | None = b""
     #: Problems found while reading a create form, and a parse error if it was unreadable.
@@ -494,6 +498,8 @@ class SkalaSandbox:
         self.webhook_deliveries: list[WebhookDelivery] = []
         #: Every ticket created, by ticket id.
         self.tickets: dict[str, SandboxTicket] = {}
+        #: What ``contract_checks`` found, in order (see ``skala_async/testing/openapi.json``).
+        self.contract_violations: list[_contract.ContractViolation] = []
 
         self._customers: dict[str, _Customer] = {}
         self._tokens: dict[str, float] = {}
@@ -513,6 +519,14 @@ class SkalaSandbox:
         self._state: Literal["new", "running", "closed"] = "new"
         #: The default customer: exists, is active and has an email.
         self.customer_id = self.add_customer(customer_email, customer_id=customer_id)
+
+    #: Check every request and answer against the OpenAPI contract (``openapi.json``): a
+    #: request answered with 2xx must conform, and so must every answer except injected
+    #: faults with a body of their own. Violations go to ``contract_violations`` (and to
+    #: ``skala_async.testing._contract.take_violations()``); the answer is sent regardless.
+    #: Off by default (no cost); ``SKALA_SANDBOX_CONTRACT=1`` turns it on for every
+    #: sandbox, as does setting it on the class. Needs ``openapi-schema-validator``.
+    contract_checks: bool = os.environ.get("SKALA_SANDBOX_CONTRACT", "") not in ("", "0")
 
     def __repr__(self) -> str:
         return (
@@ -708,7 +722,8 @@ class SkalaSandbox:
         self._update_idle()
         self._webhooks_idle.set()
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # [\s\S], not ".": a path with an encoded line break is ours to answer too.
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)
         runner = web.AppRunner(
             app, handle_signals=False, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT
         )
@@ -970,6 +985,8 @@ class SkalaSandbox:
         try:
             response = await self._handle(request, ctx)
             status = response.status
+            if self.contract_checks:
+                self._check_contract(request, ctx, response)
             return response
         except _Dropped:
             if request.transport is not None:
@@ -990,6 +1007,31 @@ class SkalaSandbox:
         finally:
             if index >= 0:
                 self._record(index, request, ctx, status)
+
+    def _check_contract(
+        self, request: web.Request, ctx: _Context, response: web.StreamResponse
+    ) -> None:
+        body = response.body if isinstance(response, web.Response) else None
+        fault = ctx.applied_fault
+        tolerated: tuple[str, ...] = ()
+        if ctx.endpoint == "get" and ctx.ticket_id is not None:
+            # A status outside the documented enum is one this sandbox was told to emit.
+            ticket_id = _normalise_uuid(ctx.ticket_id)
+            ticket = self.tickets.get(ticket_id) if ticket_id is not None else None
+            tolerated = (ticket.status,) if ticket is not None else ()
+        self.contract_violations += _contract.check_exchange(
+            method=request.method,
+            path=request.path,
+            request_headers=request.headers,
+            fields=ctx.fields,
+            files=ctx.files,
+            status=response.status,
+            response_headers=response.headers,
+            body=body if isinstance(body, bytes) else None,
+            injected=fault is not None and fault.kind == "http",
+            custom_body=fault is not None and fault.body is not None,
+            tolerated_statuses=tolerated,
+        )
 
     def _record(self, index: int, request: web.Request, ctx: _Context, status: int | None) -> None:
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
@@ -1022,6 +1064,7 @@ class SkalaSandbox:
             if queue:
                 fault = queue.popleft()
                 ctx.fault = fault.label
+                ctx.applied_fault = fault
         if fault is not None:
             if fault.kind == "http":
                 return self._fault_response(fault)
@@ -1317,6 +1360,11 @@ class SkalaSandbox:
                 raise ValueError("a part has no name in its Content-Disposition")
             if filename is None and name != "files":
                 text, too_big = await _read_text(part)
+                if name not in ("customerId", "summary", "description"):
+                    # Another field: ignored, as Django ignores fields a form does not declare.
+                    if text is not None:
+                        ctx.fields[name] = text
+                    continue
                 if name in seen:
                     problems.add(name, "This field was sent more than once.")
                 seen.add(name)
@@ -1381,7 +1429,8 @@ class SkalaSandbox:
                     "summary",
                     f"Ensure this field has no more than {MAX_SUMMARY_CHARS} characters.",
                 )
-            if "\n" in summary or "\r" in summary:
+            # Every character str.splitlines() breaks on, as the client and the contract say.
+            if not frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029").isdisjoint(summary):
                 problems.add("summary", "The summary must be a single line.")
         description = fields.get("description")
         if description is None:

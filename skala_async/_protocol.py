@@ -116,6 +116,10 @@ def _text_problems(name: str, value: object, limit: int, *, one_line: bool) -> l
         problems.append(f"{name}: must be a single line (no line breaks)")
     if "\x00" in value:
         problems.append(f"{name}: must not contain NUL characters")
+    if not value.isascii() and value.encode("utf-8", "surrogatepass") != value.encode(
+        "utf-8", "ignore"
+    ):
+        problems.append(f"{name}: must be valid Unicode text (it has a lone surrogate)")
     return problems
 
 
@@ -126,7 +130,7 @@ def clean_filename(name: str) -> str:
     backslashes), so a local directory never leaves the machine.
     """
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(c for c in base if unicodedata.category(c) != "Cc").strip()
+    return "".join(c for c in base if unicodedata.category(c) not in ("Cc", "Cs")).strip()
 
 
 def _extension(filename: str) -> str:
@@ -429,8 +433,8 @@ def parse_token(request: Request, response: RawResponse) -> TokenInfo:
     if response.status != 200:
         raise error_for(request, response)
     info: TokenInfo = _structured(request, response, TokenInfo)
-    if not info.access_token or info.expires_in <= 0:
-        raise _unexpected(request, response, "empty token or non-positive expiresIn")
+    if not (info.access_token.isprintable() and info.access_token and 0 < info.expires_in < 2**31):
+        raise _unexpected(request, response, "empty or unprintable token, or bad expiresIn")
     return info
 
 
@@ -447,7 +451,7 @@ def create_may_be_resent(error: BaseException) -> bool:
     from .errors import TransportError
 
     if isinstance(error, TransportError):
-        return not error.request_sent
+        return error.retryable and not error.request_sent
     if isinstance(error, RateLimitedError):
         return True
     return isinstance(error, ServerError) and error.status == 503 and error.retry_after is not None
@@ -457,7 +461,9 @@ def read_may_be_resent(error: BaseException) -> bool:
     """Whether a GET or token request that failed this way is worth another try."""
     from .errors import TransportError
 
-    if isinstance(error, (TransportError, RateLimitedError, ServerError)):
+    if isinstance(error, TransportError):
+        return error.retryable
+    if isinstance(error, (RateLimitedError, ServerError)):
         return True
     return isinstance(error, ApiError) and error.status == 408
 

@@ -330,7 +330,8 @@ class Transport:
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
     limit = MAX_RESPONSE_BYTES
-    if resp.content_length is not None:
+    # A declared length counts compressed bytes: an encoded body is read (decoded) capped.
+    if resp.content_length is not None and "Content-Encoding" not in resp.headers:
         if resp.content_length > limit:
             resp.close()
             return b"", True
@@ -360,6 +361,10 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+#: Errors that another attempt cannot fix: the server's certificate does not verify.
+_PERMANENT = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)
+
+
 def _wrap(exc: BaseException, request: Request, *, request_sent: bool) -> TransportError:
     cls = (
         RequestTimeoutError
@@ -371,6 +376,7 @@ def _wrap(exc: BaseException, request: Request, *, request_sent: bool) -> Transp
         method=request.method,
         path=request.path,
         request_sent=request_sent,
+        retryable=not isinstance(exc, _PERMANENT),
     )
 
 

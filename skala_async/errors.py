@@ -84,13 +84,24 @@ class TransportError(SkalaError):
         method, path: the request that failed.
         request_sent: ``False`` only when the request surely never reached the server
             (the connection could not be opened); ``True`` when it may have.
+        retryable: ``False`` for failures another attempt cannot fix (a TLS certificate
+            that does not verify), so they are not retried.
     """
 
-    def __init__(self, message: str, *, method: str, path: str, request_sent: bool) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        path: str,
+        request_sent: bool,
+        retryable: bool = True,
+    ) -> None:
         super().__init__(message)
         self.method = method
         self.path = path
         self.request_sent = request_sent
+        self.retryable = retryable
 
 
 class RequestTimeoutError(TransportError, TimeoutError):

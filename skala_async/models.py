@@ -168,6 +168,8 @@ class Attachment:
             st = p.stat()
         except FileNotFoundError:
             problem = f"{p.name!r} does not exist"
+        except ValueError:  # a NUL in the path: no such file can exist
+            problem = f"{p.name!r} is not a valid path (it contains a NUL character)"
         except OSError as exc:
             problem = f"{p.name!r} cannot be read ({exc.strerror or type(exc).__name__})"
         else:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from .bulk import BulkOutcome, BulkResult
+from .bulk import BulkOutcome, BulkResult, counts_text
 from .errors import ValidationError
 from .models import TicketDraft
 
@@ -137,10 +137,13 @@ def check_header(path: Path, fmt: str | None) -> None:
 
 def count_rows(path: Path, fmt: str | None) -> int:
     """How many rows the input has (a quick pass, for the progress bar's ETA)."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        if _is_jsonl(path, fmt):
-            return sum(1 for line in f if line.strip())
-        return max(0, sum(1 for _ in csv.reader(f)) - 1)
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            if _is_jsonl(path, fmt):
+                return sum(1 for line in f if line.strip())
+            return max(0, sum(1 for _ in csv.reader(f)) - 1)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path.name}: not UTF-8 text ({exc.reason})") from exc
 
 
 def drafts_from(path: Path, fmt: str | None) -> Iterator[TicketDraft | dict[str, Any]]:
@@ -199,7 +202,7 @@ class BulkProgress:
         eta = (self.total - done) / rate if rate > 0 and self.total >= done else 0.0
         filled = self.width * done // self.total if self.total else self.width
         bar = "#" * filled + "." * (self.width - filled)
-        counts = " · ".join(f"{k} {v}" for k, v in self.counts.items())
+        counts = counts_text(self.counts)
         self.stream.write(
             f"\r[{bar}] {done}/{self.total} {counts} · {rate:.0f}/s · ETA {eta:.0f}s "
         )
@@ -271,7 +274,11 @@ async def cmd_bulk(run: _Run) -> int:
         raise _Failure(EXIT_USAGE, f"--concurrency must be >= 1, got {args.concurrency}")
     journal = None if args.no_journal else (args.journal or f"{path}.journal.sqlite")
     results_path = Path(args.results or f"{path}.results.csv")
-    total = count_rows(path, args.format)
+    try:
+        check_header(path, args.format)
+        total = count_rows(path, args.format)
+    except InputError as exc:
+        raise _Failure(EXIT_USAGE, str(exc)) from exc
     show = args.progress
     if show is None:
         try:
@@ -292,10 +299,6 @@ async def cmd_bulk(run: _Run) -> int:
         except UnicodeDecodeError as exc:
             raise _Failure(EXIT_USAGE, f"{path.name}: not UTF-8 text ({exc.reason})") from exc
 
-    try:
-        check_header(path, args.format)
-    except InputError as exc:
-        raise _Failure(EXIT_USAGE, str(exc)) from exc
     try:
         results = _Results(results_path)
     except OSError as exc:
@@ -332,7 +335,7 @@ async def cmd_bulk(run: _Run) -> int:
         code = EXIT_FAILED
     else:
         code = EXIT_OK
-    summary = " · ".join(f"{k} {v}" for k, v in counts.items())
+    summary = counts_text(counts)
     run.say(f"{len(report)} inputs: {summary}")
     if failed_tickets:
         run.say(f"{failed_tickets} ticket(s) ended FAILED")

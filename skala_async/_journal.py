@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -113,12 +112,3 @@ class Journal:
             " error=excluded.error, updated_at=excluded.updated_at",
             (key, position, reference, state, ticket_id, status, issue_key, error, time.time()),
         )
-
-    def entries(self) -> Iterator[JournalEntry]:
-        """Every entry, in input order."""
-        rows = self._db.execute(
-            "SELECT key, position, reference, state, ticket_id, status, issue_key, error "
-            "FROM inputs ORDER BY position"
-        )
-        for row in rows:
-            yield JournalEntry(*row)

@@ -257,7 +257,11 @@ class TicketHandle:
         start = self.accepted_at if self.accepted_at is not None else now
         # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
         next_poll = start + policy.first_delay if self.ticket is not None else now
+        # What this generator last yielded: another wait on the same handle may record a
+        # change first, and this one must still report it.
+        shown: TicketStatus | None = None
         if yield_current and self.ticket is not None:
+            shown = self.ticket.status
             yield self.ticket
             if self.ticket.is_final:
                 return
@@ -280,7 +284,9 @@ class TicketHandle:
                     next_poll = min(next_poll, now + policy.interval(now - start))
                     continue
                 if news is not None:
-                    if self._see(news, loop.time()):
+                    self._see(news, loop.time())
+                    if news.status != shown:
+                        shown = news.status
                         yield news
                     if news.is_final:
                         return
@@ -295,9 +301,17 @@ class TicketHandle:
                 log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
             else:
                 self.polls += 1
-                if ticket.is_final and before is not None and not before.is_final:
+                if (
+                    ticket.is_final
+                    and before is not None
+                    and not before.is_final
+                    # a webhook that landed while this GET was in flight did tell
+                    and self.ticket_id not in client._webhook_tickets
+                ):
                     client._webhook_missed()  # a webhook, if any were coming, would have told
-                if self._see(ticket, loop.time()):
+                self._see(ticket, loop.time())
+                if ticket.status != shown:
+                    shown = ticket.status
                     yield ticket
                 if ticket.is_final:
                     return

@@ -432,7 +432,9 @@ class SkalaClient:
         try:
             return await self._attempts(request, parse, deadline, progress)
         except SkalaError as exc:
-            if request.kind == "create" and _ambiguous(exc):
+            # Only a failure of the create request itself is ambiguous: a token request
+            # that failed first means the create was never sent.
+            if request.kind == "create" and exc_path(exc) == request.path and _ambiguous(exc):
                 raise CreateOutcomeUnknownError(
                     f"the create request may or may not have opened a ticket ({exc}); it was "
                     "not re-sent, because the API has no idempotency key. Check with Ripio "
@@ -518,6 +520,12 @@ class SkalaClient:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+
+def exc_path(exc: SkalaError) -> str | None:
+    """The path of the request an error is about (``None`` if it is about no request)."""
+    path = getattr(exc, "path", None)
+    return path if isinstance(path, str) else None
 
 
 def _ambiguous(exc: SkalaError) -> bool:

@@ -31,7 +31,7 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import web
-from hypothesis import settings
+from hypothesis import Phase, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 import skala_async as skala
@@ -820,6 +820,11 @@ def test_schemathesis_stateful(fuzzed: _Fuzzed) -> None:
             max_examples=MAX_EXAMPLES // 4,
             stateful_step_count=6,
             deadline=None,
+            # Ticket ids come from the server, so replaying a sequence (shrinking, the
+            # example database) draws differently and hypothesis calls the strategy flaky:
+            # generate only, and report a failing sequence as it happened.
+            phases=[Phase.generate],
+            database=None,
         )
     )
     assert steps[f"GET {_limits.TICKET_PATH.format(ticket_id='{ticketId}')} 200"] > 0

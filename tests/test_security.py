@@ -156,7 +156,7 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
     attachment.write_bytes(b"%PDF-1.4 receipt")
     retry = RetryPolicy(attempts=3, initial=0.01, cap=0.02, max_retry_after=0.2)
     once = RetryPolicy(attempts=1, max_retry_after=0.2)
-    fast = Timeouts(connect=2, read=0.3, upload_read=0.3)
+    fast = Timeouts(connect=2, read=0.6, upload_read=0.6)  # the slow faults below take 1 s
     sandbox = SkalaSandbox(client_secret=SECRET, processing_delay=0.02, webhook_secret=WH_SECRET)
     async with sandbox as sb:  # noqa: SIM117 - the clients need sb
         async with (

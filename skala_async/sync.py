@@ -223,6 +223,41 @@ def _shutdown(runner: _LoopThread, closer: Callable[[], Awaitable[None]] | None)
         runner.stop(closer)
 
 
+_S = TypeVar("_S", bound="_OnLoopThread")
+
+
+class _OnLoopThread:
+    """What the blocking wrappers share: an object living on a private loop thread, closed
+    (its closer run on that loop, the loop stopped, the thread joined) by :meth:`close`, by
+    ``with``, or by a finalizer if the caller forgets."""
+
+    _what = "object"
+    _runner: _LoopThread
+    _finalizer: weakref.finalize[Any, Any]
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close it, stop its event loop and join its thread; idempotent."""
+        if self._runner.in_loop_thread:
+            raise RuntimeError(f"close() was called from the {self._what}'s own event-loop thread")
+        self._finalizer()  # runs at most once
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._runner.stopped
+
+
 class SyncTicketHandle:
     """A blocking view of a :class:`~skala_async.TicketHandle`.
 
@@ -341,7 +376,7 @@ def _refuse_session(kwargs: dict[str, Any]) -> None:
         )
 
 
-class SkalaClient:
+class SkalaClient(_OnLoopThread):
     """Blocking client for scripts and notebooks: :class:`skala_async.SkalaClient` without
     ``await``.
 
@@ -351,6 +386,8 @@ class SkalaClient:
 
     Use it as ``with SkalaClient(...) as client:`` or call :meth:`close`.
     """
+
+    _what = "client"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _refuse_session(kwargs)
@@ -377,28 +414,6 @@ class SkalaClient:
         self._finalizer = weakref.finalize(self, _shutdown, runner, client.close)
 
     # ------------------------------------------------------------------ lifecycle
-
-    def __enter__(self) -> SkalaClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the client, stop its event loop and join its thread; idempotent."""
-        if self._runner.in_loop_thread:
-            raise RuntimeError("close() was called from the client's own event-loop thread")
-        self._finalizer()  # runs at most once
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._runner.stopped
 
     @property
     def base_url(self) -> str:
@@ -479,7 +494,7 @@ class SkalaClient:
         return self._runner.run(self._client.create_many(drafts, **options), "create_many()")
 
 
-class Sandbox:
+class Sandbox(_OnLoopThread):
     """A blocking wrapper of :class:`skala_async.testing.SkalaSandbox` for scripts.
 
     It starts serving at construction, on a private event loop in a daemon thread, so a
@@ -495,9 +510,8 @@ class Sandbox:
     the record (``requests``, ``tickets`` ...) can still be read.
     """
 
-    _runner: _LoopThread
+    _what = "sandbox"
     _sandbox: SkalaSandbox
-    _finalizer: weakref.finalize[Any, Any]
 
     def __init__(self, **kwargs: Any) -> None:
         from .testing._sandbox import SkalaSandbox
@@ -517,28 +531,6 @@ class Sandbox:
         self._runner = runner
         self._sandbox = sandbox
         self._finalizer = weakref.finalize(self, _shutdown, runner, sandbox.close)
-
-    def __enter__(self) -> Sandbox:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop serving, stop the event loop and join its thread; idempotent."""
-        if self._runner.in_loop_thread:
-            raise RuntimeError("close() was called from the sandbox's own event-loop thread")
-        self._finalizer()
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._runner.stopped
 
     @property
     def sandbox(self) -> SkalaSandbox:

@@ -29,12 +29,11 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import traceback
 import tracemalloc
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,7 @@ from skala_async.webhooks import (
     sign_payload,
     verify_signature,
 )
+from tests.test_cli import threaded_sandbox
 
 SECRET = "cs-Zebra-Quokka-Secret-991"
 WRONG_SECRET = "cs-Wrong-Axolotl-Secret-202"
@@ -277,23 +277,6 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
-
-
-@contextlib.contextmanager
-def threaded_sandbox(**options: Any) -> Iterator[SkalaSandbox]:
-    """A SkalaSandbox serving from its own thread and event loop (the CLI runs its own)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="sandbox", daemon=True)
-    thread.start()
-    sandbox = SkalaSandbox(**options)
-    try:
-        asyncio.run_coroutine_threadsafe(sandbox.start(), loop).result(10)
-        yield sandbox
-    finally:
-        asyncio.run_coroutine_threadsafe(sandbox.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def test_cli_output_with_v_never_shows_a_secret(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 
 from .bulk import BulkOutcome, BulkResult, counts_text
+from .cli import StatusLine, bar
 from .errors import ValidationError
 from .models import TicketDraft
 
@@ -179,17 +180,16 @@ class _Results:
         self._f.close()
 
 
-class BulkProgress:
+class BulkProgress(StatusLine):
     """``[####....] 412/1000 created 400 · rejected 3 · uncertain 1 · failed 0 · 35/s · ETA 17s``"""
 
     def __init__(self, stream: TextIO, total: int, width: int = 24) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.total = total
         self.width = width
         self.started = time.monotonic()
         self.counts = {o.value: 0 for o in BulkOutcome}
         self._last = 0.0
-        self._drawn = False
 
     def __call__(self, result: BulkResult) -> None:
         self.counts[result.outcome.value] += 1
@@ -200,19 +200,11 @@ class BulkProgress:
         self._last = now
         rate = done / max(now - self.started, 1e-9)
         eta = (self.total - done) / rate if rate > 0 and self.total >= done else 0.0
-        filled = self.width * done // self.total if self.total else self.width
-        bar = "#" * filled + "." * (self.width - filled)
         counts = counts_text(self.counts)
-        self.stream.write(
-            f"\r[{bar}] {done}/{self.total} {counts} · {rate:.0f}/s · ETA {eta:.0f}s "
+        self.draw(
+            f"[{bar(self.width, done, self.total)}] {done}/{self.total} {counts} · "
+            f"{rate:.0f}/s · ETA {eta:.0f}s "
         )
-        self.stream.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def add_parser(

@@ -126,19 +126,9 @@ def _refusals_to_stderr(run: _Run) -> Callable[[], None]:
     """Show refused requests (and callback errors) on stderr, unless -v logs everything."""
     if run.args.verbose:
         return lambda: None
-    logger = logging.getLogger("skala_async.webhooks")
-    handler = logging.StreamHandler(run.stderr)
-    handler.setFormatter(logging.Formatter(f"{run.prog}: %(message)s"))
-    handler.setLevel(logging.INFO)
-    previous = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    from .cli import log_to
 
-    def undo() -> None:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
-
-    return undo
+    return log_to(run.stderr, "skala_async.webhooks", logging.INFO, f"{run.prog}: %(message)s")
 
 
 async def _cmd_sign(run: _Run) -> int:

@@ -313,14 +313,40 @@ def _exit_for_ticket(ticket: Ticket) -> int:
 # ------------------------------------------------------------------------------ progress
 
 
-class ProgressBar:
+def bar(width: int, done: int, total: int) -> str:
+    """``#####.....``: ``done`` of ``total`` as a bar ``width`` characters wide."""
+    filled = width * min(done, total) // total if total > 0 else width
+    return "#" * filled + "." * (width - filled)
+
+
+class StatusLine:
+    """A line redrawn in place on a stream (stderr); :meth:`finish` ends it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._drawn = False
+
+    def draw(self, text: str) -> None:
+        """Replace the line with ``text``."""
+        self.stream.write(f"\r{text}")
+        self.stream.flush()
+        self._drawn = True
+
+    def finish(self) -> None:
+        """End the line (if anything was drawn)."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+class ProgressBar(StatusLine):
     """``[#####.....] 42% 10.5/25.0 MiB`` redrawn in place on a stream (stderr)."""
 
     def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.width = width
         self._last_percent = -1
-        self._drawn = False
 
     def __call__(self, sent: int, total: int) -> None:
         if total <= 0:
@@ -330,18 +356,9 @@ class ProgressBar:
         if percent == self._last_percent:
             return
         self._last_percent = percent
-        filled = self.width * sent // total
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {percent}% {sent / MIB:.1f}/{total / MIB:.1f} MiB")
-        self.stream.flush()
-        self._drawn = True
-
-    def finish(self) -> None:
-        """End the bar's line (if anything was drawn)."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        self.draw(
+            f"[{bar(self.width, sent, total)}] {percent}% {sent / MIB:.1f}/{total / MIB:.1f} MiB"
+        )
 
 
 def _attachment_bytes(paths: Sequence[str]) -> int:
@@ -1020,22 +1037,30 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------ main
 
 
-def _verbose_logging(enabled: bool) -> Callable[[], None]:
-    """Send ``skala_async`` DEBUG logs to stderr; returns the undo function."""
-    if not enabled:
-        return lambda: None
-    logger = logging.getLogger("skala_async")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+def log_to(stream: TextIO, name: str, level: int, fmt: str) -> Callable[[], None]:
+    """Send logger ``name``'s records at ``level`` and above to ``stream``; returns undo."""
+    logger = logging.getLogger(name)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(fmt))
+    handler.setLevel(level)
     previous = logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
+    logger.setLevel(level)
 
     def undo() -> None:
         logger.removeHandler(handler)
         logger.setLevel(previous)
 
     return undo
+
+
+def _verbose_logging(enabled: bool) -> Callable[[], None]:
+    """Send ``skala_async`` DEBUG logs to stderr; returns the undo function."""
+    if not enabled:
+        return lambda: None
+    return log_to(
+        sys.stderr, "skala_async", logging.DEBUG, "%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:

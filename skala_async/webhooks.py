@@ -44,6 +44,22 @@ if TYPE_CHECKING:
 
     from .client import SkalaClient
 
+
+async def read_capped(request: web.Request, limit: int) -> bytes | None:
+    """A request's body, or ``None`` as soon as it grows past ``limit`` bytes (the rest is
+    left unread: a hostile sender cannot make the receiver buffer more than ``limit``)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
 __all__ = [
     "DEFAULT_DEDUPE_SIZE",
     "DEFAULT_MAX_BODY_BYTES",
@@ -682,16 +698,7 @@ class WebhookReceiver:
             return web.Response(status=500, text="internal error")
 
     async def _read(self, request: web.Request) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await request.content.readany()
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
+        return await read_capped(request, self.max_body_bytes)
 
     def _too_large(self) -> web.Response:
         from aiohttp import web

@@ -59,6 +59,7 @@ from skala_async._limits import (
     TOKEN_PATH,
 )
 from skala_async.testing import _contract
+from skala_async.webhooks import read_capped
 
 __all__ = [
     "AUTHENTICATION_FAILED_CODE",
@@ -1463,17 +1464,10 @@ async def _drain(request: web.Request) -> None:
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     """Read the body up to ``limit`` bytes; ``None`` (after draining) if it is longer."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            await _drain(request)
-            return None
-        chunks.append(chunk)
+    body = await read_capped(request, limit)
+    if body is None:
+        await _drain(request)
+    return body
 
 
 async def _read_text(part: aiohttp.BodyPartReader) -> tuple[str | None, bool]:

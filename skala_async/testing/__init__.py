@@ -32,6 +32,7 @@ from skala_async.testing._sandbox import (
     WebhookDelivery,
     run_sandbox,
 )
+from skala_async.testing.mock import MockSkala, mock_skala
 
 __all__ = [
     "AUTHENTICATION_FAILED_CODE",
@@ -51,11 +52,13 @@ __all__ = [
     "VALIDATION_ERROR_CODE",
     "Endpoint",
     "Fault",
+    "MockSkala",
     "RecordedFile",
     "RecordedRequest",
     "SandboxTicket",
     "SkalaSandbox",
     "WebhookDelivery",
+    "mock_skala",
     "run_sandbox",
     "sandbox_client",
 ]

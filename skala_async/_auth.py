@@ -53,6 +53,9 @@ class StaticToken(TokenProvider):
     def __init__(self, token: str) -> None:
         if not isinstance(token, str) or not token.strip():
             raise ValueError("token must be a non-empty string")
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            # It goes into an HTTP header: refuse it here, not as a failed request later.
+            raise ValueError("token must be printable ASCII without spaces")
         self._token = token
 
     async def token(self) -> str:

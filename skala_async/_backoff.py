@@ -50,7 +50,7 @@ class RetryPolicy:
             raised instead (a server asking for minutes is better surfaced than slept on).
 
     Defaults: 4 attempts, delays drawn from ``[0, 0.5]``, ``[0, 1]``, ``[0, 2]`` seconds
-    (capped at 8): about 2 s of waiting at most before giving up on a flapping server.
+    (capped at 8): at most 3.5 s of waiting before giving up on a flapping server.
     """
 
     attempts: int = attrs.field(default=4)

@@ -42,6 +42,7 @@ exit codes (bulk):
   2    usage error (unreadable input file, missing columns)
   3    some inputs were rejected (validation or a 4xx; see the results file)
   4    some inputs are uncertain or failed (see the results file; rerun to continue)
+  5    with --wait: some created tickets had no final status when their wait ended
   130  interrupted: rerun the same command to continue from the journal
 """
 
@@ -255,7 +256,15 @@ def add_parser(
 async def cmd_bulk(run: _Run) -> int:
     """Run the ``bulk`` subcommand."""
     from .bulk import report_of
-    from .cli import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, EXIT_TRANSPORT, EXIT_USAGE, _Failure
+    from .cli import (
+        EXIT_FAILED,
+        EXIT_OK,
+        EXIT_REFUSED,
+        EXIT_TIMEOUT,
+        EXIT_TRANSPORT,
+        EXIT_USAGE,
+        _Failure,
+    )
     from .cli import _make_client as make_client
 
     args = run.args
@@ -296,6 +305,7 @@ async def cmd_bulk(run: _Run) -> int:
     except OSError as exc:
         raise _Failure(EXIT_USAGE, f"cannot write {results_path}: {exc.strerror}") from exc
     collected: list[BulkResult] = []
+    unfinished = 0
     try:
         async with make_client(args) as client:
             async for result in client.submit_many(
@@ -307,6 +317,8 @@ async def cmd_bulk(run: _Run) -> int:
                 resend_uncertain=args.resend_uncertain,
             ):
                 results.write(result)
+                if result.outcome is BulkOutcome.CREATED and result.error is not None:
+                    unfinished += 1  # created, but its wait ended without a final status
                 collected.append(attrs.evolve(result, error=None))  # its text is in the file
                 if progress is not None:
                     progress(result)
@@ -323,6 +335,8 @@ async def cmd_bulk(run: _Run) -> int:
         code = EXIT_TRANSPORT
     elif counts["rejected"]:
         code = EXIT_REFUSED
+    elif unfinished:
+        code = EXIT_TIMEOUT
     elif failed_tickets:
         code = EXIT_FAILED
     else:
@@ -331,6 +345,8 @@ async def cmd_bulk(run: _Run) -> int:
     run.say(f"{len(report)} inputs: {summary}")
     if failed_tickets:
         run.say(f"{failed_tickets} ticket(s) ended FAILED")
+    if unfinished:
+        run.say(f"{unfinished} created ticket(s) without a final status yet (the wait ended)")
     run.say(f"results: {results_path}")
     if journal is not None:
         run.say(f"journal: {journal} (run the same command again to continue)")
@@ -339,6 +355,7 @@ async def cmd_bulk(run: _Run) -> int:
             "inputs": len(report),
             "counts": counts,
             "failed_tickets": failed_tickets,
+            "unfinished_waits": unfinished,
             "results": str(results_path),
             "journal": str(journal) if journal is not None else None,
             "exit_code": code,

@@ -43,6 +43,7 @@ from .errors import (
     ServerError,
     SupportTicketsNotEnabledError,
     TicketNotFoundError,
+    TransportError,
     UnexpectedResponseError,
     ValidationError,
 )
@@ -448,8 +449,6 @@ def create_may_be_resent(error: BaseException) -> bool:
     connection that could not be opened, a 429, and a 503 that carries ``Retry-After``
     (the server shedding load before doing any work).
     """
-    from .errors import TransportError
-
     if isinstance(error, TransportError):
         return error.retryable and not error.request_sent
     if isinstance(error, RateLimitedError):
@@ -459,8 +458,6 @@ def create_may_be_resent(error: BaseException) -> bool:
 
 def read_may_be_resent(error: BaseException) -> bool:
     """Whether a GET or token request that failed this way is worth another try."""
-    from .errors import TransportError
-
     if isinstance(error, TransportError):
         return error.retryable
     if isinstance(error, (RateLimitedError, ServerError)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -378,8 +378,3 @@ def _wrap(exc: BaseException, request: Request, *, request_sent: bool) -> Transp
         request_sent=request_sent,
         retryable=not isinstance(exc, _PERMANENT),
     )
-
-
-def headers_dict(headers: Mapping[str, str]) -> dict[str, str]:
-    """A plain copy of response headers (for reprs and JSON output)."""
-    return dict(headers.items())

@@ -296,6 +296,8 @@ class TicketHandle:
             try:
                 ticket = await client._get(self.ticket_id, deadline=deadline)
             except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
+                if isinstance(exc, TransportError) and not exc.retryable:
+                    raise  # a certificate that does not verify: polling cannot fix it
                 # Transient (the GET already used its own retries): keep waiting.
                 retry_after = getattr(exc, "retry_after", None)
                 log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)

@@ -30,7 +30,6 @@ process died as ``uncertain`` unless ``resend_uncertain=True``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import html
@@ -53,7 +52,6 @@ from .errors import (
     SkalaError,
     SupportTicketsNotEnabledError,
     ValidationError,
-    WaitTimeoutError,
 )
 from .models import Ticket, TicketDraft, TicketStatus
 
@@ -268,7 +266,10 @@ async def _content_key(draft: TicketDraft) -> str:
     """A stable hash of what the draft would send (files by name, size and content)."""
     files = []
     for att in draft.files:
-        digest = await asyncio.to_thread(att.sha256) if att.problem is None else att.problem
+        try:
+            digest = await asyncio.to_thread(att.sha256) if att.problem is None else att.problem
+        except (OSError, ValueError) as exc:  # gone or changed since: validation reports it
+            digest = f"unreadable: {exc}"
         files.append([att.filename, att.size, digest])
     payload = json.dumps(
         [str(draft.customer_id).strip().lower(), draft.summary, draft.description, files],
@@ -326,6 +327,9 @@ class _Run:
         self.occurrences: dict[str, int] = {}
         self.waits: set[asyncio.Task[None]] = set()
         self.exhausted = False
+        self._cancelled = False
+        #: Keys of this run's inputs so far (with a journal): one key, one ticket.
+        self.claimed: set[str] = set()
 
     async def pull(self) -> tuple[int, object] | None:
         async with self.pull_lock:
@@ -386,13 +390,16 @@ class _Run:
             return
         key = await self.key_for(draft)
         ref = draft.reference
+        if self.journal is not None and key:
+            # Claimed before any other await: two inputs with one key never both send.
+            if key in self.claimed:
+                error = ValidationError(
+                    [f"input {index}: same key as an earlier input ({key}); not sent twice"]
+                )
+                await self.emit(BulkResult(index, key, ref, BulkOutcome.REJECTED, error=error))
+                return
+            self.claimed.add(key)
         entry = self.journal.get(key) if self.journal is not None and key else None
-        if entry is not None and entry.position != index:
-            error = ValidationError(
-                [f"input {index}: same key as input {entry.position} ({key}); not sent twice"]
-            )
-            await self.emit(BulkResult(index, key, ref, BulkOutcome.REJECTED, error=error))
-            return
         if entry is not None and entry.state == "created" and entry.ticket_id:
             ticket = _ticket_from_entry(entry)
             result = BulkResult(
@@ -471,7 +478,7 @@ class _Run:
         ticket: Ticket | None
         try:
             ticket = await handle.wait_until_created(self.wait_timeout, raise_on_failure=False)
-        except (WaitTimeoutError, SkalaError) as exc:
+        except SkalaError as exc:  # WaitTimeoutError, or the GETs were refused
             ticket = handle.ticket
             error = exc
         done = attrs.evolve(result, ticket=ticket, error=error)
@@ -485,11 +492,17 @@ class _Run:
             await asyncio.gather(*workers)
             while self.waits:
                 await asyncio.gather(*list(self.waits))
+        except asyncio.CancelledError:
+            # The reader is gone (it left the loop early, or was cancelled): nobody will
+            # take an end marker from a full queue, so do not wait to put one.
+            self._cancelled = True
+            raise
         finally:
             for task in workers + list(self.waits):
                 task.cancel()
             await asyncio.gather(*workers, *self.waits, return_exceptions=True)
-            await self.results.put(None)
+            if not self._cancelled:
+                await self.results.put(None)
 
 
 async def submit_many(
@@ -527,8 +540,8 @@ async def submit_many(
     finally:
         if not runner.done():
             runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+            # gather, not a suppressed await: a cancel aimed at the caller still propagates
+            await asyncio.gather(runner, return_exceptions=True)
         if jr is not None:
             jr.close()
 

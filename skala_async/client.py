@@ -120,6 +120,7 @@ class SkalaClient:
             after 60 s, then every 30 to 120 s.
         max_concurrent_polls: GETs in flight at once for all waiting handles together.
         token_margin: refresh a client-credentials token this many seconds before expiry.
+        user_agent: the ``User-Agent`` header (default names this library, aiohttp, Python).
 
     Use it as ``async with SkalaClient(...) as client:``, or call :meth:`close`. Nothing
     binds to an event loop until the first request, so a client can be made in one
@@ -192,8 +193,9 @@ class SkalaClient:
         """A client configured from ``SKALA_CLIENT_ID``, ``SKALA_CLIENT_SECRET`` and
         ``SKALA_BASE_URL`` (default :data:`SANDBOX_URL`); keyword arguments win."""
         env = os.environ
-        kwargs.setdefault("client_id", env.get("SKALA_CLIENT_ID") or None)
-        kwargs.setdefault("client_secret", env.get("SKALA_CLIENT_SECRET") or None)
+        if kwargs.get("token") is None:  # a token given here wins over credentials
+            kwargs.setdefault("client_id", env.get("SKALA_CLIENT_ID") or None)
+            kwargs.setdefault("client_secret", env.get("SKALA_CLIENT_SECRET") or None)
         kwargs.setdefault("base_url", env.get("SKALA_BASE_URL") or SANDBOX_URL)
         return cls(**kwargs)
 
@@ -233,7 +235,7 @@ class SkalaClient:
         customer_id: str | uuid.UUID,
         summary: str,
         description: str,
-        files: Iterable[FileLike] = (),
+        files: FileLike | Iterable[FileLike] = (),
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
@@ -258,7 +260,7 @@ class SkalaClient:
                 sending, 500/502/504, connection lost); it is never re-sent automatically.
             SupportTicketsNotEnabledError, BadRequestError, AuthenticationError ...: refused.
         """
-        draft = TicketDraft(customer_id, summary, description, tuple(files))
+        draft = TicketDraft(customer_id, summary, description, files)
         return await self.submit(draft, progress=progress, timeout=timeout)
 
     async def submit(
@@ -417,6 +419,22 @@ class SkalaClient:
         self._hub.publish(ticket)
         return ticket
 
+    async def _token_within(self, request: Request, deadline: float | None) -> str:
+        """A token for ``request``, without outliving the call's deadline."""
+        if deadline is None:
+            return await self._auth.token()
+        limit = deadline - asyncio.get_running_loop().time()
+        try:
+            # The refresh itself is shared and shielded: only this call stops waiting.
+            return await asyncio.wait_for(self._auth.token(), max(limit, 0.0))
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(
+                f"{request.method} {request.path}: deadline reached while getting a token",
+                method=request.method,
+                path=request.path,
+                request_sent=False,
+            ) from None
+
     async def _fetch_token(self, client_id: str, client_secret: str) -> _protocol.TokenInfo:
         request = _protocol.token_request(client_id, client_secret)
         return await self._execute(request, _protocol.parse_token, None)
@@ -469,7 +487,7 @@ class SkalaClient:
                     path=request.path,
                     request_sent=False,
                 )
-            token = await self._auth.token() if request.needs_auth else None
+            token = await self._token_within(request, deadline) if request.needs_auth else None
             limit = None if deadline is None else deadline - loop.time()
             if limit is not None and limit <= 0:
                 raise RequestTimeoutError(

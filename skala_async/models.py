@@ -153,6 +153,16 @@ class Attachment:
     #: Why this attachment cannot be sent (missing file, a directory ...), found when made.
     problem: str | None = None
 
+    def __attrs_post_init__(self) -> None:
+        sources = (self.path, self.data, self.fileobj)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(
+                "an Attachment needs exactly one source: build it with Attachment.from_path, "
+                "from_bytes or from_file"
+            )
+        if self.data is not None and self.size != len(self.data):
+            raise ValueError(f"size {self.size!r} does not match the {len(self.data)} bytes given")
+
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], *, filename: str | None = None) -> Attachment:
         """An attachment read from ``path`` when the request is sent.
@@ -302,13 +312,13 @@ class _ChunkIter:
         self._f = None
 
 
-def _coerce_files(files: Iterable[FileLike]) -> tuple[Attachment, ...]:
+def _coerce_files(files: FileLike | Iterable[FileLike]) -> tuple[Attachment, ...]:
     obj: object = files
     if isinstance(obj, (str, os.PathLike, Attachment)) or (
         hasattr(obj, "read") and hasattr(obj, "seek")
     ):
         return (Attachment.coerce(cast("FileLike", obj)),)  # one file, not an iterable
-    return tuple(Attachment.coerce(f) for f in files)
+    return tuple(Attachment.coerce(f) for f in cast("Iterable[FileLike]", obj))
 
 
 @attrs.frozen

@@ -74,12 +74,15 @@ class MockSkala:
         self.base_url = base_url.rstrip("/")
         self._mocker = aioresponses()
         self._token_count = 0
+        self._access_token = ""
+        self._expires_in = 36000
 
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> MockSkala:
         self._mocker.start()
         self.token()
+        self._mocker.post(self.base_url + TOKEN_PATH, callback=self._token_answer, repeat=True)
         return self
 
     def __exit__(
@@ -107,17 +110,22 @@ class MockSkala:
     # ------------------------------------------------------------------ scripting
 
     def token(self, access_token: str | None = None, expires_in: int = 36000) -> None:
-        """Answer every token request with a token (done on entry; call to change it)."""
+        """The token every later token request gets (one is set on entry)."""
         self._token_count += 1
-        self._mocker.post(
-            self.base_url + TOKEN_PATH,
+        self._access_token = access_token or f"mock-token-{self._token_count}"
+        self._expires_in = expires_in
+
+    def _token_answer(self, url: object, **kwargs: Any) -> Any:
+        from aioresponses import CallbackResult
+
+        return CallbackResult(
+            status=200,
             payload={
-                "accessToken": access_token or f"mock-token-{self._token_count}",
-                "expiresIn": expires_in,
+                "accessToken": self._access_token,
+                "expiresIn": self._expires_in,
                 "tokenType": "Bearer",
                 "scope": "read write",
             },
-            repeat=True,
         )
 
     def accept_create(self, ticket_id: uuid.UUID | str | None = None) -> uuid.UUID:
@@ -135,7 +143,9 @@ class MockSkala:
     ) -> None:
         """Successive GETs of ``ticket_id`` answer these statuses; the last one repeats.
 
-        ``issue_key`` is sent with ``CREATED`` only, ``null`` otherwise.
+        ``issue_key`` is sent with ``CREATED`` only, ``null`` otherwise. Scripted answers
+        are used in the order they were given, and the last state repeats for ever: script
+        an :meth:`error` for a GET before the states it should come before.
         """
         if not statuses:
             raise ValueError("give at least one status")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,24 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def abba(impls: Sequence[str], round_number: int) -> list[str]:
+    """The order of one interleaved round: A B B A, starting with B on odd rounds."""
+    order = list(impls if round_number % 2 == 0 else impls[::-1])
+    return order + order[::-1]
+
+
+async def timed(bucket: dict[str, list[float]], count: int, work: Awaitable[object]) -> None:
+    """Await ``work`` (``count`` items); append CPU and wall seconds per item to ``bucket``."""
+    gc.collect()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await work
+    bucket["cpu"].append((time.process_time() - cpu0) / count)
+    bucket["wall"].append((time.perf_counter() - wall0) / count)
 
 
 # --------------------------------------------------------------------------- reporting

@@ -14,7 +14,6 @@ CPU is ``time.process_time()`` of this process only. Budget: median CPU per tick
 from __future__ import annotations
 
 import asyncio
-import gc
 import tempfile
 import time
 from pathlib import Path
@@ -24,12 +23,14 @@ from _common import (
     CUSTOMER_ID,
     Budgets,
     Server,
+    abba,
     bare_token,
     base_parser,
     machine_line,
     markdown_table,
     median,
     sandbox_server,
+    timed,
     write_json,
 )
 from bench_cpu import DESCRIPTION, SUMMARY, bare_sender, run_workers
@@ -72,14 +73,8 @@ async def measure(
         for impl in IMPLS:
             await run(impl, max(2 * concurrency, n // 5))
         for r in range(rounds):
-            order = IMPLS if r % 2 == 0 else IMPLS[::-1]
-            for impl in order + order[::-1]:
-                gc.collect()
-                cpu0, wall0 = time.process_time(), time.perf_counter()
-                await run(impl, n // 2)
-                cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-                results[impl]["cpu"].append(cpu / (n // 2))
-                results[impl]["wall"].append(wall / (n // 2))
+            for impl in abba(IMPLS, r):
+                await timed(results[impl], n // 2, run(impl, n // 2))
     return results
 
 

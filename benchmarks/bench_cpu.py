@@ -18,7 +18,6 @@ bearer token, reading the body and ``json.loads`` of it, checking for 202.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import sys
@@ -33,12 +32,14 @@ from _common import (
     CUSTOMER_ID,
     Budgets,
     Server,
+    abba,
     bare_token,
     base_parser,
     machine_line,
     markdown_table,
     median,
     sandbox_server,
+    timed,
     write_json,
 )
 
@@ -129,14 +130,9 @@ async def measure(
                 await run_workers(senders[v][impl], warm, concurrency)
         for r in range(rounds):
             for v in variants:
-                order = IMPLS if r % 2 == 0 else IMPLS[::-1]
-                for impl in order + order[::-1]:  # ABBA: two half-rounds each
-                    gc.collect()
-                    cpu0, wall0 = time.process_time(), time.perf_counter()
-                    await run_workers(senders[v][impl], n // 2, concurrency)
-                    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-                    results[v][impl]["cpu"].append(cpu / (n // 2))
-                    results[v][impl]["wall"].append(wall / (n // 2))
+                for impl in abba(IMPLS, r):  # two half-rounds each
+                    work = run_workers(senders[v][impl], n // 2, concurrency)
+                    await timed(results[v][impl], n // 2, work)
     return results
 
 

@@ -30,7 +30,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -223,6 +225,24 @@ def _rss_mib() -> float:
     return proc_status_kib("VmRSS") / 1024
 
 
+async def _cost_of(
+    start: Callable[[], list[Coroutine[Any, Any, object]]], settle: float, window: float
+) -> tuple[float, float]:
+    """Extra RSS (MiB) of running what ``start`` makes, and its CPU share over ``window``."""
+    await asyncio.sleep(0.2)
+    rss0 = _rss_mib()
+    tasks = [asyncio.ensure_future(c) for c in start()]
+    await asyncio.sleep(settle)
+    rss1 = _rss_mib()
+    cpu0 = time.process_time()
+    await asyncio.sleep(window)
+    cpu = (time.process_time() - cpu0) / window
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return rss1 - rss0, cpu
+
+
 async def _idle(count: int, window: float) -> dict[str, float]:
     """Measured in a fresh process, so memory freed by earlier work does not hide growth."""
     client = skala.SkalaClient(token="unused", base_url="http://127.0.0.1:9")
@@ -234,20 +254,11 @@ async def _idle(count: int, window: float) -> dict[str, float]:
         h.ticket = skala.Ticket(h.ticket_id, skala.TicketStatus.PENDING)
         h.accepted_at = loop.time()
         handles.append(h)
-    await asyncio.sleep(0.2)
-    rss0 = _rss_mib()
-    tasks = [asyncio.ensure_future(h.wait_until_created(timeout=None, poll=slow)) for h in handles]
-    await asyncio.sleep(0.5)
-    rss1 = _rss_mib()
-    cpu0 = time.process_time()
-    await asyncio.sleep(window)
-    cpu = (time.process_time() - cpu0) / window
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    del tasks
+    rss, cpu = await _cost_of(
+        lambda: [h.wait_until_created(timeout=None, poll=slow) for h in handles], 0.5, window
+    )
     await client.close()
-    return {"handles": count, "extra_rss_mib": rss1 - rss0, "cpu_share": cpu}
+    return {"handles": count, "extra_rss_mib": rss, "cpu_share": cpu}
 
 
 async def _idle_naive(count: int, window: float) -> dict[str, float]:
@@ -255,18 +266,8 @@ async def _idle_naive(count: int, window: float) -> dict[str, float]:
         while True:
             await asyncio.sleep(1.0)
 
-    await asyncio.sleep(0.2)
-    rss2 = _rss_mib()
-    naive = [asyncio.ensure_future(naive_loop()) for _ in range(count)]
-    await asyncio.sleep(1.5)
-    rss3 = _rss_mib()
-    cpu0 = time.process_time()
-    await asyncio.sleep(window)
-    naive_cpu = (time.process_time() - cpu0) / window
-    for t in naive:
-        t.cancel()
-    await asyncio.gather(*naive, return_exceptions=True)
-    return {"naive_extra_rss_mib": rss3 - rss2, "naive_cpu_share": naive_cpu}
+    rss, cpu = await _cost_of(lambda: [naive_loop() for _ in range(count)], 1.5, window)
+    return {"naive_extra_rss_mib": rss, "naive_cpu_share": cpu}
 
 
 def _in_child(mode: str, count: int, window: float) -> dict[str, float]:

@@ -38,6 +38,12 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
         raise ValueError(f"{attribute.name} must be between 0 and 1, got {value!r}")
 
 
+def check_timeout(value: float | None, name: str = "timeout") -> None:
+    """Refuse a deadline that is not a positive number of seconds (``None``: no deadline)."""
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds or None, got {value!r}")
+
+
 @attrs.frozen
 class RetryPolicy:
     """How often and how long to retry a request that failed in a retryable way.

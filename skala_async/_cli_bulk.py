@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
+from ._waiting import DEFAULT_WAIT_TIMEOUT
 from .bulk import BulkOutcome, BulkResult, counts_text
-from .cli import StatusLine, bar
+from .cli import StatusLine, _positive_seconds, bar
 from .errors import ValidationError
 from .models import TicketDraft
 
@@ -163,7 +164,7 @@ class _Results:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.jsonl = path.suffix.lower() in (".jsonl", ".ndjson", ".json")
+        self.jsonl = _is_jsonl(path, None)
         self._f: TextIO = path.open("w", encoding="utf-8", newline="")
         self._csv = None if self.jsonl else csv.DictWriter(self._f, RESULT_FIELDS)
         if self._csv is not None:
@@ -234,10 +235,10 @@ def add_parser(
     bulk.add_argument("--wait", action="store_true", help="also wait for CREATED or FAILED")
     bulk.add_argument(
         "--wait-timeout",
-        type=float,
-        default=600.0,
+        type=_positive_seconds,
+        default=DEFAULT_WAIT_TIMEOUT,
         metavar="SECONDS",
-        help="with --wait: deadline of each wait (default 600)",
+        help=f"with --wait: deadline of each wait (default {DEFAULT_WAIT_TIMEOUT:g})",
     )
     bulk.add_argument(
         "--resend-uncertain",

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .cli import _positive_seconds
 from .models import SupportTicketEvent
 from .webhooks import SIGNATURE_HEADER, SIGNATURE_HEADERS, WebhookReceiver, sign_payload
 
@@ -159,16 +160,6 @@ def _read_payload(path: str) -> bytes:
         return f.read()
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
-    return value
-
-
 def add_parser(
     add: Callable[[str, str, list[argparse.ArgumentParser]], argparse.ArgumentParser],
 ) -> None:
@@ -200,7 +191,7 @@ def add_parser(
     )
     listen.add_argument(
         "--tolerance",
-        type=_seconds,
+        type=_positive_seconds,
         default=None,
         metavar="SECONDS",
         help="refuse events whose issueDatetime is further than this from now (default: no check)",

@@ -26,6 +26,13 @@ CONTENT_TYPES = {
     "pdf": "application/pdf",
 }
 
+
+def extension_of(filename: str) -> str:
+    """The lower-case extension of ``filename`` (``""`` for none, and for ``".pdf"``)."""
+    stem, dot, ext = filename.rpartition(".")
+    return ext.lower() if dot and stem else ""
+
+
 #: Error code the API returns (with HTTP 403) while support tickets are not enabled.
 SUPPORT_TICKETS_NOT_ENABLED_CODE = 20061
 

@@ -34,6 +34,7 @@ from ._limits import (
     SUPPORT_TICKETS_NOT_ENABLED_CODE,
     TICKET_PATH,
     TOKEN_PATH,
+    extension_of,
 )
 from .errors import (
     ApiError,
@@ -134,11 +135,6 @@ def clean_filename(name: str) -> str:
     return "".join(c for c in base if unicodedata.category(c) not in ("Cc", "Cs")).strip()
 
 
-def _extension(filename: str) -> str:
-    stem, dot, ext = filename.rpartition(".")
-    return ext.lower() if dot and stem else ""
-
-
 def _fmt_size(n: int) -> str:
     return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} bytes"
 
@@ -174,7 +170,7 @@ def validate_draft(draft: TicketDraft) -> list[str]:
         if not name:
             problems.append(f"{label}: needs a file name")
         else:
-            ext = _extension(name)
+            ext = extension_of(name)
             if ext not in ALLOWED_EXTENSIONS:
                 allowed = " ".join(sorted(ALLOWED_EXTENSIONS))
                 shown = f".{ext}" if ext else "no extension"

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from ._backoff import PollPolicy
+from ._backoff import PollPolicy, check_timeout
 from .errors import (
     RateLimitedError,
     ServerError,
@@ -241,8 +241,7 @@ class TicketHandle:
     async def _changes(
         self, timeout: float | None, poll: PollPolicy | None, *, yield_current: bool
     ) -> AsyncIterator[Ticket]:
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        check_timeout(timeout)
         client = self._client
         loop = asyncio.get_running_loop()
         now = loop.time()

@@ -42,7 +42,9 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from ._backoff import check_timeout
 from ._journal import Journal, JournalEntry
+from ._waiting import DEFAULT_WAIT_TIMEOUT
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -512,7 +514,7 @@ async def submit_many(
     concurrency: int = 8,
     journal: str | os.PathLike[str] | None = None,
     wait: bool = False,
-    wait_timeout: float | None = 600.0,
+    wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
     resend_uncertain: bool = False,
 ) -> AsyncIterator[BulkResult]:
     """Submit many drafts; yield a :class:`BulkResult` for each as it finishes.
@@ -520,8 +522,7 @@ async def submit_many(
     See :meth:`SkalaClient.submit_many` for the arguments.
     """
     concurrency = _check_concurrency(concurrency)
-    if wait_timeout is not None and not wait_timeout > 0:
-        raise ValueError(f"wait_timeout must be > 0 seconds or None, got {wait_timeout!r}")
+    check_timeout(wait_timeout, "wait_timeout")
     jr = Journal(journal) if journal is not None else None
     run = _Run(
         client,

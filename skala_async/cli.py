@@ -50,6 +50,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._limits import MIB
+from ._waiting import DEFAULT_WAIT_TIMEOUT
 from .client import SkalaClient
 from .errors import (
     ApiError,
@@ -95,10 +97,8 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 PROG = "skala-tickets"
-MIB = 1024 * 1024
 #: Attachments larger than this (together) get a progress bar when stderr is a terminal.
 PROGRESS_THRESHOLD = MIB
-DEFAULT_WAIT_TIMEOUT = 600.0
 DEMO_DELAY = (0.5, 2.0)
 
 EPILOG = """\

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _protocol
 from ._auth import ClientCredentials, StaticToken, TokenProvider
-from ._backoff import PollPolicy, RetryPolicy
+from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from ._protocol import RawResponse, Request
 from ._transport import ProgressCallback, Timeouts, Transport
-from ._waiting import TicketHandle, WaitHub
+from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, WaitHub
 from .errors import (
     ApiError,
     CreateOutcomeUnknownError,
@@ -179,9 +179,8 @@ class SkalaClient:
         self._poll_slots: asyncio.Semaphore | None = None
         #: Requests sent, by kind (``token``, ``create``, ``get``), attempts included.
         self.request_counts: dict[str, int] = {"token": 0, "create": 0, "get": 0}
-        # Webhooks (see webhook_handler): mounted, believed to arrive, last one's loop time,
-        # and the final states they brought, with their arrival time, for waits begun later.
-        self._webhooks_mounted = False
+        # Webhooks (see webhook_handler): believed to arrive (set when a handler is mounted),
+        # last one's loop time, and the final states they brought, for waits begun later.
         self._webhooks_healthy = False
         self._last_webhook_at: float | None = None
         self._webhook_tickets: collections.OrderedDict[uuid.UUID, tuple[Ticket, float]] = (
@@ -296,7 +295,7 @@ class SkalaClient:
         concurrency: int = 8,
         journal: str | os.PathLike[str] | None = None,
         wait: bool = False,
-        wait_timeout: float | None = 600.0,
+        wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         resend_uncertain: bool = False,
     ) -> AsyncIterator[BulkResult]:
         """Create many tickets concurrently; yield a :class:`BulkResult` as each input ends.
@@ -370,7 +369,7 @@ class SkalaClient:
 
     def _wait_policy(self) -> PollPolicy:
         """The poll policy of waits right now: slow while webhooks arrive."""
-        if self._webhooks_mounted and self._webhooks_healthy:
+        if self._webhooks_healthy:
             return self.webhook_poll_policy
         return self.poll_policy
 
@@ -378,9 +377,9 @@ class SkalaClient:
         """A verified webhook brought ``ticket``: wake its waits, trust webhooks again."""
         now = asyncio.get_running_loop().time()
         self._last_webhook_at = now
-        if self._webhooks_mounted and not self._webhooks_healthy:
+        if not self._webhooks_healthy:
             log.info("webhooks arrive again; polling only as a slow fallback")
-        self._webhooks_mounted = self._webhooks_healthy = True
+        self._webhooks_healthy = True
         if ticket.is_final:
             self._webhook_tickets[ticket.ticket_id] = (ticket, now)
             self._webhook_tickets.move_to_end(ticket.ticket_id)
@@ -390,7 +389,7 @@ class SkalaClient:
 
     def _webhook_missed(self) -> None:
         """A wait saw a final status by its own GET: webhooks are not arriving."""
-        if self._webhooks_mounted and self._webhooks_healthy:
+        if self._webhooks_healthy:
             self._webhooks_healthy = False
             log.info("webhooks seem not to arrive; polling normally")
             # Waits asleep on the slow fallback schedule adopt the normal one now.
@@ -401,8 +400,7 @@ class SkalaClient:
     def _deadline(self, timeout: float | None) -> float | None:
         if timeout is None:
             return None
-        if not timeout > 0:
-            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        check_timeout(timeout)
         return asyncio.get_running_loop().time() + timeout
 
     async def _get(

@@ -20,7 +20,7 @@ from typing import IO, Any, Union, cast
 
 import attrs
 
-from ._limits import CONTENT_TYPES
+from ._limits import CONTENT_TYPES, extension_of
 
 __all__ = [
     "Attachment",
@@ -124,8 +124,7 @@ FileLike = Union[str, "os.PathLike[str]", "Attachment", IO[bytes]]
 
 def content_type_for(filename: str) -> str:
     """The content type sent for ``filename``, from its extension."""
-    ext = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
-    return CONTENT_TYPES.get(ext, "application/octet-stream")
+    return CONTENT_TYPES.get(extension_of(filename), "application/octet-stream")
 
 
 @attrs.frozen(repr=False)

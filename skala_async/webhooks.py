@@ -568,7 +568,6 @@ class WebhookReceiver:
             0,
         )
         if client is not None:
-            client._webhooks_mounted = True
             client._webhooks_healthy = True
 
     def __repr__(self) -> str:

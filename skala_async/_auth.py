@@ -33,6 +33,10 @@ class TokenProvider:
         """A token that is valid now, fetching one if needed."""
         raise NotImplementedError
 
+    def cached(self) -> str | None:
+        """A token that is valid now without any I/O, if there is one."""
+        return None
+
     def invalidate(self, token: str) -> None:
         """The API rejected ``token``: the next :meth:`token` call must not return it."""
 
@@ -59,6 +63,9 @@ class StaticToken(TokenProvider):
         self._token = token
 
     async def token(self) -> str:
+        return self._token
+
+    def cached(self) -> str:
         return self._token
 
     def __repr__(self) -> str:
@@ -97,9 +104,14 @@ class ClientCredentials(TokenProvider):
         state = "valid" if self._token is not None and self._clock() < self._refresh_at else "none"
         return f"ClientCredentials(token={state})"
 
-    async def token(self) -> str:
+    def cached(self) -> str | None:
         if self._token is not None and self._clock() < self._refresh_at:
             return self._token
+        return None
+
+    async def token(self) -> str:
+        if (token := self.cached()) is not None:
+            return token
         if self._inflight is None:
             # Single flight: the first caller starts the request in a task of its own, so a
             # cancelled caller does not cancel the refresh the others are waiting for.

@@ -419,6 +419,8 @@ class SkalaClient:
 
     async def _token_within(self, request: Request, deadline: float | None) -> str:
         """A token for ``request``, without outliving the call's deadline."""
+        if (token := self._auth.cached()) is not None:
+            return token  # the usual case: no request, no timer
         if deadline is None:
             return await self._auth.token()
         limit = deadline - asyncio.get_running_loop().time()

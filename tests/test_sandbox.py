@@ -468,9 +468,15 @@ async def test_chunked_upload_detected(sb: SkalaSandbox, http: aiohttp.ClientSes
 
 async def test_processing_to_created(sb: SkalaSandbox, http: aiohttp.ClientSession) -> None:
     token = await get_token(http, sb)
-    ids = [(await create(http, sb, token))[1]["ticketId"] for _ in range(2)]
+    # The first ticket waits for complete(), so the GET sees it PENDING however slow the
+    # machine is; the second goes through the processing timer.
+    sb.processing_delay = None
+    ids = [(await create(http, sb, token))[1]["ticketId"]]
     status, body = await get_ticket(http, sb, token, ids[0])
     assert (status, body) == (200, {"ticketId": ids[0], "status": "PENDING", "issueKey": None})
+    sb.processing_delay = 0.01
+    ids.append((await create(http, sb, token))[1]["ticketId"])
+    sb.complete(ids[0])
     await sb.wait_until_processed(timeout=5)
     keys = set()
     for ticket_id in ids:

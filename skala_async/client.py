@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _protocol
+from . import _cancelsafe, _protocol
 from ._auth import ClientCredentials, StaticToken, TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from ._protocol import RawResponse, Request
@@ -423,11 +423,11 @@ class SkalaClient:
             return token  # the usual case: no request, no timer
         if deadline is None:
             return await self._auth.token()
-        limit = deadline - asyncio.get_running_loop().time()
         try:
-            # The refresh itself is shared and shielded: only this call stops waiting.
-            return await asyncio.wait_for(self._auth.token(), max(limit, 0.0))
-        except asyncio.TimeoutError:
+            # The refresh itself is shared and shielded: only this call stops waiting. Not
+            # asyncio.wait_for: before 3.12 it can swallow a cancel (see _cancelsafe).
+            return await _cancelsafe.within(self._auth.token(), deadline)
+        except TimeoutError:
             raise RequestTimeoutError(
                 f"{request.method} {request.path}: deadline reached while getting a token",
                 method=request.method,

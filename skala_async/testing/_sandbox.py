@@ -47,6 +47,7 @@ import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from skala_async import _cancelsafe
 from skala_async._limits import (
     ALLOWED_EXTENSIONS,
     CREATE_PATH,
@@ -843,8 +844,8 @@ class SkalaSandbox:
         if self._idle is None:
             raise RuntimeError("the sandbox is not running")
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+            await _cancelsafe.within(self._idle.wait(), self._deadline(timeout))
+        except TimeoutError:
             raise TimeoutError(f"{self._pending} ticket(s) still PENDING") from None
 
     async def wait_for_webhooks(self, timeout: float | None = None) -> None:
@@ -852,9 +853,13 @@ class SkalaSandbox:
         if self._webhooks_idle is None:
             raise RuntimeError("the sandbox is not running")
         try:
-            await asyncio.wait_for(self._webhooks_idle.wait(), timeout)
-        except asyncio.TimeoutError:
+            await _cancelsafe.within(self._webhooks_idle.wait(), self._deadline(timeout))
+        except TimeoutError:
             raise TimeoutError("webhook deliveries still in flight") from None
+
+    @staticmethod
+    def _deadline(timeout: float | None) -> float | None:
+        return None if timeout is None else asyncio.get_running_loop().time() + timeout
 
     def complete(self, ticket_id: str, status: str = "CREATED") -> SandboxTicket:
         """Finish a ``PENDING`` ticket now with ``status`` (and send its webhook)."""

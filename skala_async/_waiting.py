@@ -37,6 +37,11 @@ log = logging.getLogger("skala_async.wait")
 
 #: Default overall deadline of a wait, in seconds.
 DEFAULT_WAIT_TIMEOUT = 600.0
+#: A wait never times out without asking: its last poll starts at most this many seconds
+#: (and at most ``LAST_POLL_SHARE`` of the timeout) before the deadline, whatever the
+#: schedule says, and its own timeout is cut to the deadline.
+LAST_POLL_LEAD = 1.0
+LAST_POLL_SHARE = 0.25
 
 
 class WaitHub:
@@ -195,10 +200,16 @@ class TicketHandle:
         (:meth:`SkalaClient.webhook_handler`), a verified event ends the wait the moment it
         arrives (also one that arrived before the wait began), and polling runs only as a
         slow fallback (the client's ``webhook_poll``: first GET after 60 s, then every 30
-        to 120 s). If a wait learns the outcome by its own GET instead, webhooks are taken
-        to have stopped and later sleeps use the normal policy again, until the next
-        verified webhook; a sleep already begun on the slow policy runs to its end. So
-        every wait still ends when webhooks are dropped, only later.
+        to 120 s). If a wait learns the outcome by its own GET instead, or the receiver
+        refuses a delivery (bad signature, stale, malformed, too large), webhooks are
+        taken to have stopped: every wait asleep on the slow policy is rescheduled on the
+        normal one at once, until the next verified webhook.
+
+        A wait never times out without asking: whatever the schedule, its last GET starts
+        shortly before the deadline (1 s before it, or a quarter of ``timeout`` if that is
+        shorter), with its own timeout cut to the deadline, and ``WaitTimeoutError`` comes
+        only after it. A server's ``Retry-After`` that outlasts the deadline is honoured:
+        that last GET is then not sent.
 
         Args:
             timeout: overall deadline in seconds (default 600). Each GET's own timeout is cut
@@ -234,7 +245,9 @@ class TicketHandle:
 
         The first item is the current state (fetched if the handle has none). A FAILED
         ticket is yielded, not raised. Same polling, deadline and errors as
-        :meth:`wait_until_created`.
+        :meth:`wait_until_created`. The deadline runs while your loop body runs too; if it
+        passed while you held an item, the watch asks once more (a GET of at most 1 s)
+        before it raises :class:`WaitTimeoutError`.
         """
         return self._changes(timeout, poll, yield_current=True)
 
@@ -253,6 +266,10 @@ class TicketHandle:
         # Slow fallback polling while webhooks arrive (read again before each sleep).
         policy = poll or client._wait_policy()
         deadline = None if timeout is None else now + timeout
+        # The last poll: no WaitTimeoutError unless a GET of this wait began after it.
+        lead = 0.0 if timeout is None else min(LAST_POLL_LEAD, LAST_POLL_SHARE * timeout)
+        last_call = None if deadline is None else deadline - lead
+        asked_at: float | None = None
         start = self.accepted_at if self.accepted_at is not None else now
         # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
         next_poll = start + policy.first_delay if self.ticket is not None else now
@@ -270,10 +287,13 @@ class TicketHandle:
         hub = client._hub
         while True:
             now = loop.time()
-            if deadline is not None and now >= deadline:
+            asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
+            if deadline is not None and now >= deadline and asked_last:
                 raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket)
-            if now < next_poll:
-                wake_at = next_poll if deadline is None else min(next_poll, deadline)
+            # Poll when the schedule says, and once more just before the deadline.
+            due = next_poll if asked_last or last_call is None else min(next_poll, last_call)
+            if now < due:
+                wake_at = due if deadline is None else min(due, deadline)
                 generation = hub.policy_generation
                 news = await self._sleep(loop, hub, wake_at - now)
                 if news is None and hub.policy_generation != generation:
@@ -292,8 +312,12 @@ class TicketHandle:
                 continue
             retry_after: float | None = None
             before = self.ticket
+            asked_at = now
+            # Past the deadline without having asked (a watch() whose consumer held on to
+            # an item until then): one short last GET rather than a timeout without asking.
+            get_deadline = deadline if deadline is None or now < deadline else now + lead
             try:
-                ticket = await client._get(self.ticket_id, deadline=deadline)
+                ticket = await client._get(self.ticket_id, deadline=get_deadline)
             except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
                 if isinstance(exc, TransportError) and not exc.retryable:
                     raise  # a certificate that does not verify: polling cannot fix it

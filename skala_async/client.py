@@ -354,8 +354,10 @@ class SkalaClient:
 
         From the moment it is made, waits poll only as a slow fallback
         (``webhook_poll``). When a wait learns a final status by its own GET (the webhook
-        never came), the client concludes webhooks are not arriving and polls normally
-        again; the next verified webhook brings the slow fallback back.
+        never came), or the handler refuses a delivery (``401``, ``400``, ``413``, or a
+        ``500`` of its own), the client concludes webhooks are not working and polls
+        normally again, waking the waits asleep on the slow schedule; the next verified
+        webhook brings the slow fallback back.
 
         Args:
             secret: the shared secret, or several during a rotation.
@@ -387,11 +389,12 @@ class SkalaClient:
                 self._webhook_tickets.popitem(last=False)
         self._hub.publish(ticket)
 
-    def _webhook_missed(self) -> None:
-        """A wait saw a final status by its own GET: webhooks are not arriving."""
+    def _webhook_missed(self, why: str = "webhooks seem not to arrive") -> None:
+        """Webhooks are not working: a wait saw a final status by its own GET, or the
+        receiver refused a delivery (``why`` says which)."""
         if self._webhooks_healthy:
             self._webhooks_healthy = False
-            log.info("webhooks seem not to arrive; polling normally")
+            log.info("%s; polling normally", why)
             # Waits asleep on the slow fallback schedule adopt the normal one now.
             self._hub.policy_changed()
 

@@ -483,6 +483,11 @@ def _tolerance_seconds(tolerance: object) -> float:
 _Result = tuple[int, str]
 _Key = tuple[uuid.UUID, str]
 
+#: Outcomes of a delivery that did not reach the waits: evidence that webhooks are not
+#: working (a wrong secret or URL in Ripio's dashboard, a proxy rewriting bodies, clocks
+#: apart), so a client's waits leave the slow fallback at once.
+_REFUSALS = frozenset({"invalid_signature", "malformed", "stale", "too_large", "error"})
+
 _OK: _Result = (200, "ok")
 _DUPLICATE: _Result = (200, "duplicate")
 _IGNORED: _Result = (200, "ignored: not a support ticket event")
@@ -515,8 +520,10 @@ class WebhookReceiver:
         on_event: called once for each new event; optional.
         client: a :class:`~skala_async.SkalaClient` to wake: each verified event is handed to
             its waiting handles at once, and its waits poll only as a slow fallback (see
-            :meth:`SkalaClient.webhook_handler <skala_async.SkalaClient.webhook_handler>`).
-            The app must run on the client's event loop.
+            :meth:`SkalaClient.webhook_handler <skala_async.SkalaClient.webhook_handler>`);
+            a refused request (``401``, ``400``, ``413``, an unexpected ``500``) tells it
+            that webhooks are not working, and its waits poll normally at once. The app
+            must run on the client's event loop.
         max_body_bytes: the largest body accepted (default 64 KiB).
         tolerance: a freshness window on ``issueDatetime`` in seconds (both directions), or
             ``None`` (default) for no check. Must be positive.
@@ -669,6 +676,10 @@ class WebhookReceiver:
 
     def _count(self, outcome: str, result: _Result) -> _Result:
         self.counts[outcome] += 1
+        if self._client is not None and outcome in _REFUSALS:
+            self._client._webhook_missed(
+                f"a webhook delivery was refused ({result[0]} {result[1]})"
+            )
         return result
 
     # -- aiohttp -----------------------------------------------------------------------------
@@ -693,8 +704,8 @@ class WebhookReceiver:
             return web.Response(status=400, text="incomplete body")
         except Exception:
             log.exception("unexpected error while handling a webhook; answered 500")
-            self.counts["error"] += 1
-            return web.Response(status=500, text="internal error")
+            status, text = self._count("error", (500, "internal error"))
+            return web.Response(status=status, text=text)
 
     async def _read(self, request: web.Request) -> bytes | None:
         return await read_capped(request, self.max_body_bytes)
@@ -702,7 +713,7 @@ class WebhookReceiver:
     def _too_large(self) -> web.Response:
         from aiohttp import web
 
-        self.counts["too_large"] += 1
+        self._count("too_large", _TOO_LARGE)
         response = web.Response(status=413, text=_TOO_LARGE[1])
         # Close the connection after answering: the rest of the body is not wanted.
         response.force_close()
@@ -727,8 +738,7 @@ class WebhookReceiver:
             status, text = await self._asgi_request(scope, receive)
         except Exception:
             log.exception("unexpected error while handling a webhook; answered 500")
-            self.counts["error"] += 1
-            status, text = 500, "internal error"
+            status, text = self._count("error", (500, "internal error"))
         if status == 0:
             return  # the client went away
         payload = text.encode()

@@ -42,6 +42,7 @@ from skala_async.errors import (
     ServerError,
     SkalaError,
     TransportError,
+    WaitTimeoutError,
 )
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 from skala_async.webhooks import WebhookReceiver, sign_payload
@@ -492,6 +493,169 @@ async def test_webhook_cell(row: WebhookRow) -> None:
         assert receiver.counts["too_large"] == 1
 
 
+# ================================================================================= waits
+
+
+@attrs.frozen
+class WaitRow:
+    """A wait for one ticket (done 50 ms after its creation) under a fault.
+
+    The client polls on the default ``PollPolicy`` (first GET 1 s after the 202); with a
+    webhook handler mounted, its slow fallback polls only after an hour, so nothing but a
+    webhook, or a refused delivery, can end such a wait early.
+    """
+
+    fault: str
+    label: str
+    call: str  # "wait" (wait_until_created) or "watch"
+    timeout: float | None
+    #: The statuses returned (wait) or yielded (watch), or the exception class raised.
+    outcome: Any
+    #: How the outcome was learnt, as README says it.
+    how: str
+    gets: int
+    #: With a handler mounted: whether the client still trusts webhooks afterwards.
+    trusted: bool | None = None
+
+
+LAST_POLL = "by one last poll before the deadline"
+NORMAL_PACE = "by polling at the normal pace from the refused delivery on"
+
+WAIT_ROWS = [
+    WaitRow(
+        "short_timeout",
+        "`timeout=0.7`, shorter than the first scheduled poll (1 s)",
+        "wait",
+        0.7,
+        ("CREATED",),
+        LAST_POLL,
+        1,
+    ),
+    WaitRow(
+        "short_timeout_watch",
+        "`watch(timeout=0.7)`, shorter than the first scheduled poll (1 s)",
+        "watch",
+        0.7,
+        ("PENDING", "CREATED"),
+        LAST_POLL,
+        1,
+    ),
+    WaitRow(
+        "get_500",
+        "every GET answered 500, `timeout=2` (ticket never seen done)",
+        "wait",
+        2.0,
+        WaitTimeoutError,
+        "after the scheduled poll and one last poll before the deadline, 4 attempts each",
+        8,
+    ),
+    *(
+        WaitRow(fault, label, "wait", None, ("CREATED",), NORMAL_PACE, 1, False)
+        for fault, label in (
+            ("wrong_secret", "webhooks signed with another secret (401), no `timeout`"),
+            ("no_signature", "a delivery without a signature (401), no `timeout`"),
+            ("stale", "a signed delivery 1 h old, `tolerance=300` (400), no `timeout`"),
+            ("not_json", "a signed delivery that is not JSON (400), no `timeout`"),
+            ("too_large", "a delivery over 64 KiB by `Content-Length` (413), no `timeout`"),
+        )
+    ),
+    WaitRow(
+        "other_family",
+        "a signed `ACCOUNT.CLOSED` (200, ignored), then the ticket's webhook",
+        "wait",
+        None,
+        ("CREATED",),
+        "by its webhook; webhooks still trusted",
+        0,
+        True,
+    ),
+]
+#: Faults whose request the test itself sends to the handler.
+_HOSTILE = {"no_signature", "stale", "not_json", "too_large", "other_family"}
+#: The slow fallback of the wait cells: an hour, longer than any test.
+HOUR = skala.PollPolicy(first_delay=3600, min_interval=3600, max_interval=3600)
+#: A bound on a hang, never reached when the wait behaves.
+HANG = 30.0
+
+
+async def _hostile_delivery(url: str, fault: str) -> int:
+    if fault == "too_large":
+        head = (
+            b"POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 104857600\r\n\r\n"
+        )
+        return await _raw_post(url, head, b"{")
+    body = _event()
+    headers = _signed(body)
+    if fault == "no_signature":
+        del headers["Http-X-Wh-Signature-256"]
+    elif fault == "stale":
+        body = _event(issueDatetime="2020-01-01T00:00:00Z")
+        headers = _signed(body)
+    elif fault == "not_json":
+        body = b'{"eventType": "SUPPORT_TICKET.CREATED", '
+        headers = _signed(body)
+    elif fault == "other_family":
+        body = json.dumps(
+            {"eventType": "ACCOUNT.CLOSED", "issueDatetime": "2026-06-26T14:30:00Z"}
+        ).encode()
+        headers = _signed(body)
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as r:
+        return r.status
+
+
+@pytest.mark.parametrize("row", WAIT_ROWS, ids=lambda r: r.fault)
+async def test_wait_cell(row: WaitRow) -> None:
+    handler = row.trusted is not None
+    async with (
+        SkalaSandbox(processing_delay=0.05, webhook_secret=WEBHOOK_SECRET) as sb,
+        sandbox_client(
+            sb, retry=RETRY, timeouts=TIMEOUTS, poll=skala.PollPolicy(), webhook_poll=HOUR
+        ) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        url = ""
+        if handler:
+            receiver = WebhookReceiver(WEBHOOK_SECRET, client=client, tolerance=300)
+            url = await stack.enter_async_context(_serve(receiver))
+            if row.fault not in _HOSTILE or row.fault == "other_family":
+                sb.webhook_url = url
+            sb.webhook_wrong_signature = row.fault == "wrong_secret"
+        if row.fault == "get_500":
+            sb.inject("get", Fault.http(500), times=100)
+        handle = await client.create_ticket(sb.customer_id, "wait matrix", "One wait.")
+        sb.clear_requests()
+
+        async def call() -> tuple[str, ...]:
+            if row.call == "watch":
+                return tuple([t.status.value async for t in handle.watch(timeout=row.timeout)])
+            return ((await handle.wait_until_created(timeout=row.timeout)).status.value,)
+
+        task = asyncio.ensure_future(call())
+        if row.fault in _HOSTILE:
+            await _hostile_delivery(url, row.fault)
+        error: BaseException | None = None
+        result: Any = None
+        try:
+            result = await asyncio.wait_for(task, HANG)
+        except SkalaError as exc:
+            error = exc
+        await sb.wait_for_webhooks(timeout=HANG)
+
+        if isinstance(row.outcome, tuple):
+            assert error is None, f"{type(error).__name__}: {error}"
+            assert result == row.outcome
+        else:
+            assert type(error) is row.outcome, error
+            assert isinstance(error, WaitTimeoutError)
+            assert error.ticket is not None
+            assert error.ticket.status is skala.TicketStatus.PENDING
+        assert _counts(sb) == ({"get": row.gets} if row.gets else {})
+        assert handle.polls == (row.gets if row.fault != "get_500" else 0)
+        if handler:
+            assert client._wait_policy() is (HOUR if row.trusted else client.poll_policy)
+
+
 # ================================================================================= the table
 
 _ENDPOINT_NAMES = {
@@ -571,6 +735,15 @@ def render_table() -> str:
             f"| webhook handler | {w.label} | HTTP {statuses}; {callback} "
             f"| {len(w.statuses)} POST | {duplicate} |"
         )
+    for r in WAIT_ROWS:
+        if r.call == "watch":
+            sees = "yields " + ", then ".join(r.outcome)
+        elif isinstance(r.outcome, tuple):
+            sees = f"`Ticket` ({r.outcome[0]})"
+        else:
+            sees = f"`{r.outcome.__name__}` (last seen: PENDING)"
+        requests = f"{r.gets} get" if r.gets else "none"
+        lines.append(f"| {r.call} | {r.label} | {sees}, {r.how} | {requests} | no (reads only) |")
     return "\n".join(lines)
 
 

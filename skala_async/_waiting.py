@@ -290,8 +290,9 @@ class TicketHandle:
             asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
             if deadline is not None and now >= deadline and asked_last:
                 raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket)
-            # Poll when the schedule says, and once more just before the deadline.
-            due = next_poll if asked_last or last_call is None else min(next_poll, last_call)
+            due = next_poll
+            if not asked_last and last_call is not None:
+                due = min(due, last_call)  # and once more just before the deadline
             if now < due:
                 wake_at = due if deadline is None else min(due, deadline)
                 generation = hub.policy_generation
@@ -312,12 +313,17 @@ class TicketHandle:
                 continue
             retry_after: float | None = None
             before = self.ticket
+            # The last poll does not queue behind other waits' polls for a poll slot: it
+            # has to be sent before the deadline.
+            last = not asked_last and last_call is not None and now >= last_call
             asked_at = now
             # Past the deadline without having asked (a watch() whose consumer held on to
             # an item until then): one short last GET rather than a timeout without asking.
             get_deadline = deadline if deadline is None or now < deadline else now + lead
             try:
-                ticket = await client._get(self.ticket_id, deadline=get_deadline)
+                ticket = await client._get(
+                    self.ticket_id, deadline=get_deadline, poll_slot=not last
+                )
             except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
                 if isinstance(exc, TransportError) and not exc.retryable:
                     raise  # a certificate that does not verify: polling cannot fix it

@@ -236,3 +236,25 @@ async def test_a_probe_that_is_not_a_delivery_keeps_the_slow_fallback() -> None:
         assert status_line.split()[1] == b"405"
         assert client._wait_policy() is HOUR
         assert sandbox.requests == []
+
+
+async def test_the_last_poll_does_not_queue_for_a_poll_slot() -> None:
+    """Another wait's slow GET holds the only poll slot past this wait's deadline."""
+    async with (
+        SkalaSandbox(processing_delay=0.05) as sandbox,
+        sandbox_client(sandbox, poll=DEFAULT_POLL, max_concurrent_polls=1) as client,
+    ):
+        slow = await client.create_ticket(sandbox.customer_id, "Slow", "Its GET hangs.")
+        quick = await client.create_ticket(sandbox.customer_id, "Quick", "Done in 50 ms.")
+        sandbox.inject("get", Fault.delay(5.0))
+        holder = asyncio.ensure_future(
+            client.ticket_handle(slow.ticket_id).wait_until_created(timeout=10)
+        )
+        while client.request_counts["get"] == 0 and not holder.done():
+            await asyncio.sleep(0.01)  # the hanging GET is in flight, holding the slot
+        try:
+            ticket = await asyncio.wait_for(quick.wait_until_created(timeout=SHORT), 3.0)
+            assert ticket.status is skala.TicketStatus.CREATED
+        finally:
+            holder.cancel()
+            await asyncio.gather(holder, return_exceptions=True)

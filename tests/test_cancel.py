@@ -233,3 +233,21 @@ async def test_a_cancel_at_any_turn_is_honoured(
             problems += await _round(api, event, call, k)
     assert not problems, f"{len(problems)} cancels lost:\n" + "\n".join(problems[:20])
 
+
+@pytest.mark.parametrize("way", WAYS)
+async def test_a_deadline_ends_the_await_and_leaves_nothing_running(way: str) -> None:
+    within = cancelsafe._within_by_waiter if way == "waiter" else cancelsafe.within
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            ended.set()
+
+    with pytest.raises(TimeoutError):
+        await within(forever(), loop.time() + 0.05)
+    assert ended.is_set()  # unwound before the timeout was reported
+    assert await within(asyncio.sleep(0, "no deadline"), None) == "no deadline"
+    assert await within(asyncio.sleep(0, "in time"), loop.time() + 5) == "in time"

@@ -266,7 +266,8 @@ class TicketHandle:
         # Slow fallback polling while webhooks arrive (read again before each sleep).
         policy = poll or client._wait_policy()
         deadline = None if timeout is None else now + timeout
-        # The last poll: no WaitTimeoutError unless a GET of this wait began after it.
+        # The last poll: no WaitTimeoutError unless a GET of this wait began at last_call
+        # or later.
         lead = 0.0 if timeout is None else min(LAST_POLL_LEAD, LAST_POLL_SHARE * timeout)
         last_call = None if deadline is None else deadline - lead
         asked_at: float | None = None

@@ -15,6 +15,8 @@ import asyncio
 import csv
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,11 +58,26 @@ def test_cli_create_wait_with_a_short_timeout_asks_before_giving_up(
 def test_cli_wait_with_a_short_timeout_asks_again_before_giving_up(
     sb: SkalaSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    sb.processing_delay = 0.3
+    sb.processing_delay = None
     assert main(create_args(sb)) == 0
     ticket_id = capsys.readouterr().out.strip()
-    # A rebuilt handle asks at once (PENDING), then not again for 1 s: past the deadline.
-    assert main(["wait", ticket_id, *creds(sb), "--timeout", str(SHORT), "--json"]) == 0
+    loop = sb._loop
+    assert loop is not None
+
+    def finish_after_the_first_get() -> None:
+        for _ in range(1000):
+            if sb.count("get"):
+                loop.call_soon_threadsafe(sb.complete, ticket_id)
+                return
+            time.sleep(0.01)
+
+    finisher = threading.Thread(target=finish_after_the_first_get)
+    finisher.start()
+    try:
+        # A rebuilt handle asks at once (PENDING), then not again for 1 s: past the deadline.
+        assert main(["wait", ticket_id, *creds(sb), "--timeout", str(SHORT), "--json"]) == 0
+    finally:
+        finisher.join()
     assert json.loads(capsys.readouterr().out)["status"] == "CREATED"
     assert sb.count("get") == 2
 

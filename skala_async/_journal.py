@@ -5,9 +5,10 @@ that is written *before* and *after* each step, so a process killed at any insta
 a journal that tells, for every input, whether its create request might have been sent:
 
 ``sending``
-    written and committed just before the create request goes out. Found on a rerun, it
-    means the process died while the request may have been in flight: the input is
-    reported ``uncertain`` and only resent with ``resend_uncertain=True``.
+    the input's *claim*: written and committed just before the create request goes out
+    (see :meth:`Journal.claim`). Found on a rerun, it means the process died while the
+    request may have been in flight: the input is reported ``uncertain`` and only resent
+    with ``resend_uncertain=True``.
 ``created``
     the API answered 202; the ticket id is stored. Never sent again.
 ``uncertain``
@@ -15,6 +16,19 @@ a journal that tells, for every input, whether its create request might have bee
 ``rejected`` / ``failed``
     nothing was created (a 4xx, a validation error, or retries ran out before the server
     processed it); a rerun sends these again.
+
+One run at a time: the journal file is locked (``flock``) for as long as it is open, so a
+second run on it fails at once with :class:`~skala_async.errors.JournalInUseError`; the
+kernel releases the lock when the process ends, even by SIGKILL. Independently of the lock,
+an input is sent only after a claim that succeeds in one conditional statement (claimed
+only if its row is still what the run saw, and still unsent), so no interleaving of runs
+can send an input twice.
+
+The journal must stay where it is while a run uses it: before each claim and after each
+write the file at its path is compared with the one held open (device and inode) and
+with the sizes written, so a journal deleted, replaced or truncated under a run raises
+:class:`~skala_async.errors.JournalLostError` instead of silently recording into a file
+nobody will read again.
 
 Writes use WAL mode with ``synchronous=NORMAL``: a committed row survives the process
 being killed (SIGKILL), which is the failure this journal exists for. Each write is a
@@ -24,6 +38,7 @@ small transaction of well under a millisecond, done on the event loop thread so 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -31,7 +46,30 @@ from pathlib import Path
 
 import attrs
 
+from .errors import JournalError, JournalInUseError, JournalLostError
+
+try:  # POSIX; elsewhere only the conditional claims keep runs apart
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["Journal", "JournalEntry"]
+
+#: ``PRAGMA application_id`` of a journal ("SKLJ"): another SQLite file is not taken for one.
+APPLICATION_ID = 0x534B4C4A
+
+_COLUMNS = (
+    "key",
+    "position",
+    "reference",
+    "state",
+    "ticket_id",
+    "status",
+    "issue_key",
+    "error",
+    "updated_at",
+    "version",
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS inputs (
@@ -43,14 +81,15 @@ CREATE TABLE IF NOT EXISTS inputs (
     status     TEXT,
     issue_key  TEXT,
     error      TEXT,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    version    INTEGER NOT NULL DEFAULT 0
 )
 """
 
 
 @attrs.frozen
 class JournalEntry:
-    """What the journal knows about one input."""
+    """What the journal knows about one input (``version`` changes with every write)."""
 
     key: str
     position: int
@@ -60,55 +99,247 @@ class JournalEntry:
     status: str | None
     issue_key: str | None
     error: str | None
+    version: int = 0
+
+
+#: How the database file and its write-ahead log begin, once they have content.
+_MAGIC = {"db": (b"SQLite format 3\x00",), "wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")}
+
+
+def _starts_well(fd: int, part: str, st: os.stat_result) -> bool:
+    if st.st_size == 0:
+        return True
+    magic = _MAGIC[part]
+    os.lseek(fd, 0, os.SEEK_SET)  # our own descriptor: SQLite's are not moved
+    return os.read(fd, len(magic[0])) in magic
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
 
 
 class Journal:
-    """The SQLite journal of a bulk run (see the module docstring)."""
+    """The SQLite journal of a bulk run (see the module docstring).
+
+    Opening it locks it, checks that the file is a journal (or empty, or new) and that it
+    can be written; every problem is a :class:`~skala_async.errors.JournalError`.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._fds: dict[str, int] = {}  # "db" and "wal": the files held, for identity checks
+        self._sizes: dict[str, int] = {}
+        self._db: sqlite3.Connection | None = None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------------- opening
+
+    def _error(self, what: str, exc: BaseException | None = None) -> JournalError:
+        detail = f": {_reason(exc)}" if exc is not None else ""
+        return JournalError(f"journal {str(self.path)!r}: {what}{detail}", path=str(self.path))
+
+    def _open(self) -> None:
+        name = str(self.path)
+        try:
+            fd = os.open(name, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            raise self._error("cannot be opened or created", exc) from None
+        self._fds["db"] = fd
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise JournalInUseError(
+                    f"journal {name!r} is in use by another run; wait for it to end (two runs "
+                    "on one journal could send an input twice)",
+                    path=name,
+                ) from None
+            except OSError as exc:  # a file system without locks
+                raise self._error("cannot be locked", exc) from None
+        if not os.path.isfile(name):
+            raise self._error("is not a regular file")
+        try:
+            db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._error("cannot be opened", exc) from None
+        self._db = db
+        try:
+            empty = os.fstat(fd).st_size == 0
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if app_id not in (0, APPLICATION_ID) or (tables and "inputs" not in tables):
+                raise self._error("is another SQLite database, not a bulk journal")
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise self._error(f"cannot be switched to WAL mode (got {mode!r})")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(inputs)")}
+            if "version" not in columns and columns >= set(_COLUMNS) - {"version"}:
+                db.execute("ALTER TABLE inputs ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+                columns.add("version")
+            if not columns >= set(_COLUMNS):
+                raise self._error("has an 'inputs' table that is not a bulk journal's")
+            if app_id == 0:
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            # A write now, not at the first claim: a read-only folder or a full disk is
+            # found before anything is sent. (user_version counts the runs that opened it.)
+            opened = int(db.execute("PRAGMA user_version").fetchone()[0])
+            db.execute(f"PRAGMA user_version={(opened + 1) % 2**31}")
+        except JournalError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            what = "is not a bulk journal (not an SQLite database)" if not empty else "is unusable"
+            if isinstance(exc, sqlite3.OperationalError):
+                what = "cannot be written"
+            raise self._error(what, exc) from None
+        try:
+            self._fds["wal"] = os.open(f"{name}-wal", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise self._error("its write-ahead log cannot be opened", exc) from None
+        self.check()
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close the database (idempotent)."""
-        self._db.close()
+        """Close the database and release the lock (idempotent)."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        for fd in self._fds.values():  # after the database: its own locks stay intact
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    # ---------------------------------------------------------------------- integrity
+
+    def check(self) -> None:
+        """Raise :class:`JournalLostError` if the journal at :attr:`path` is no longer the
+        file this run holds (deleted, moved, replaced) or is shorter than what was written."""
+        name = str(self.path)
+        for part, fd in self._fds.items():
+            path = name if part == "db" else f"{name}-wal"
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path)
+            except OSError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                self._lost("replaced by another file")
+            elif now is None or held.st_nlink == 0:
+                self._lost("deleted" if part == "db" else "deleted (its -wal file)")
+            elif held.st_size < self._sizes.get(part, 0) or not _starts_well(fd, part, held):
+                # Shorter than written; or cut and then written past the cut, which leaves
+                # zeros where the file's header was.
+                self._lost("truncated" if part == "db" else "truncated (its -wal file)")
+            self._sizes[part] = held.st_size
+
+    def _lost(self, reason: str) -> None:
+        name = str(self.path)
+        raise JournalLostError(
+            f"journal {name!r} was {reason} during the run: its record of which inputs "
+            "were sent and which tickets they created is lost, so running the same "
+            "command again would send them again",
+            path=name,
+            reason=reason,
+        )
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        """Run one statement (its own transaction); the number of rows it changed."""
+        if self._db is None:
+            raise RuntimeError("the journal is closed")
+        try:
+            changed = self._db.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            self.check()  # a journal truncated under us reads as "malformed": say so
+            raise self._error("cannot be written", exc) from None
+        self.check()
+        return changed
+
+    # ---------------------------------------------------------------------- entries
 
     def get(self, key: str) -> JournalEntry | None:
         """The entry for ``key``, if the journal has one."""
-        row = self._db.execute(
-            "SELECT key, position, reference, state, ticket_id, status, issue_key, error "
-            "FROM inputs WHERE key = ?",
-            (key,),
-        ).fetchone()
+        if self._db is None:
+            raise RuntimeError("the journal is closed")
+        try:
+            row = self._db.execute(
+                "SELECT key, position, reference, state, ticket_id, status, issue_key, error,"
+                " version FROM inputs WHERE key = ?",
+                (key,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            self.check()
+            raise self._error("cannot be read", exc) from None
         return JournalEntry(*row) if row is not None else None
 
-    def record(
+    def claim(
         self,
         key: str,
         position: int,
         reference: str | None,
+        seen: JournalEntry | None,
+        *,
+        takeover: bool,
+    ) -> int | None:
+        """Mark ``key`` as being sent, only if it is unchanged since ``seen`` and unsent.
+
+        One conditional INSERT or UPDATE, its own transaction: it succeeds only if the row
+        is still the one the caller read (``seen``; ``None``: no row yet) and its state
+        allows a send (``rejected``/``failed``; also ``sending``/``uncertain`` with
+        ``takeover``, for ``resend_uncertain``; never ``created``). Returns the claim's
+        version (pass it to :meth:`settle`), or ``None`` if another run changed the row
+        first: read it again.
+        """
+        now = time.time()
+        if seen is None:
+            changed = self._write(
+                "INSERT INTO inputs (key, position, reference, state, updated_at, version)"
+                " VALUES (?, ?, ?, 'sending', ?, 1) ON CONFLICT(key) DO NOTHING",
+                (key, position, reference, now),
+            )
+            return 1 if changed == 1 else None
+        changed = self._write(
+            "UPDATE inputs SET state = 'sending', position = ?, reference = ?, error = NULL,"
+            " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?"
+            " AND (state IN ('rejected', 'failed')"
+            " OR (? AND state IN ('sending', 'uncertain')))",
+            (position, reference, now, key, seen.version, takeover),
+        )
+        return seen.version + 1 if changed == 1 else None
+
+    def settle(
+        self,
+        key: str,
+        claim: int,
         state: str,
         *,
         ticket_id: str | None = None,
         status: str | None = None,
         issue_key: str | None = None,
         error: str | None = None,
-    ) -> None:
-        """Write the state of one input and commit it before returning."""
-        self._db.execute(
-            "INSERT INTO inputs (key, position, reference, state, ticket_id, status, issue_key,"
-            " error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET position=excluded.position,"
-            " reference=excluded.reference, state=excluded.state,"
-            " ticket_id=COALESCE(excluded.ticket_id, inputs.ticket_id),"
-            " status=COALESCE(excluded.status, inputs.status),"
-            " issue_key=COALESCE(excluded.issue_key, inputs.issue_key),"
-            " error=excluded.error, updated_at=excluded.updated_at",
-            (key, position, reference, state, ticket_id, status, issue_key, error, time.time()),
+    ) -> bool:
+        """Record how the send of a claim ended; ``False`` if the claim was taken over."""
+        changed = self._write(
+            "UPDATE inputs SET state = ?, ticket_id = COALESCE(?, ticket_id),"
+            " status = COALESCE(?, status), issue_key = COALESCE(?, issue_key), error = ?,"
+            " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?",
+            (state, ticket_id, status, issue_key, error, time.time(), key, claim),
+        )
+        return changed == 1
+
+    def note_ticket(self, key: str, ticket_id: str, status: str, issue_key: str | None) -> None:
+        """Store the final status of a created input's ticket."""
+        self._write(
+            "UPDATE inputs SET status = ?, issue_key = COALESCE(?, issue_key), updated_at = ?"
+            " WHERE key = ? AND state = 'created' AND ticket_id = ?",
+            (status, issue_key, time.time(), key, ticket_id),
         )

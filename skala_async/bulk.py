@@ -24,7 +24,14 @@ by about one per round trip (additive increase, multiplicative decrease).
 With ``journal="run.sqlite"`` every step is recorded (see :mod:`skala_async._journal`):
 running the same job again with the same journal does not resend inputs that were
 accepted, reports them from the journal, and reports inputs that were in flight when the
-process died as ``uncertain`` unless ``resend_uncertain=True``.
+process died as ``uncertain`` unless ``resend_uncertain=True``. One run at a time: a
+second run on a journal in use raises :class:`~skala_async.errors.JournalInUseError` before
+it sends anything, and each input is claimed in the journal (atomically, only if still
+unsent) after its send slot is acquired and before it is sent, so no two runs can send it
+twice. A journal that cannot be used raises :class:`~skala_async.errors.JournalError`
+before the first create; one that is deleted, replaced or truncated during the run raises
+:class:`~skala_async.errors.JournalLostError` once the creates in flight have ended, and
+nothing more is sent.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import json
 import logging
 import os
 import uuid
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
@@ -49,6 +57,7 @@ from .errors import (
     ApiError,
     AuthenticationError,
     CreateOutcomeUnknownError,
+    JournalError,
     RateLimitedError,
     ServerError,
     SkalaError,
@@ -330,12 +339,16 @@ class _Run:
         self.waits: set[asyncio.Task[None]] = set()
         self.exhausted = False
         self._cancelled = False
+        #: A journal that can no longer be trusted or written: nothing more is sent.
+        self.fatal: JournalError | None = None
+        #: Created inputs whose wait is running, by wait task.
+        self.waiting: dict[asyncio.Future[None], BulkResult] = {}
         #: Keys of this run's inputs so far (with a journal): one key, one ticket.
         self.claimed: set[str] = set()
 
     async def pull(self) -> tuple[int, object] | None:
         async with self.pull_lock:
-            if self.exhausted:
+            if self.exhausted or self.fatal is not None:
                 return None
             try:
                 draft = await self.source.__anext__()
@@ -364,20 +377,84 @@ class _Run:
     async def emit(self, result: BulkResult) -> None:
         await self.results.put(result)
 
-    def remember(self, result: BulkResult, state: str | None = None) -> None:
+    def journal_failed(self, exc: JournalError) -> None:
+        """Stop sending: the journal cannot record what happens any more."""
+        if self.fatal is None:
+            self.fatal = exc
+            log.info("bulk run stopped sending: %s", exc)
+
+    def settle(self, result: BulkResult, claim: int) -> None:
+        """Record in the journal how the send of a claimed input ended."""
         if self.journal is None:
             return
         ticket = result.ticket
-        self.journal.record(
-            result.key,
-            result.index,
-            result.reference,
-            state or result.outcome.value,
-            ticket_id=str(result.ticket_id) if result.ticket_id else None,
-            status=ticket.status.value if ticket else None,
-            issue_key=ticket.issue_key if ticket else None,
-            error=_error_text(result.error) or None,
+        try:
+            self.journal.settle(
+                result.key,
+                claim,
+                result.outcome.value,
+                ticket_id=str(result.ticket_id) if result.ticket_id else None,
+                status=ticket.status.value if ticket else None,
+                issue_key=ticket.issue_key if ticket else None,
+                error=_error_text(result.error) or None,
+            )
+        except JournalError as exc:  # the claim stays: a rerun reports it uncertain
+            self.journal_failed(exc)
+
+    def note_final(self, result: BulkResult) -> None:
+        """Record the final status of a created input's ticket."""
+        ticket = result.ticket
+        if self.journal is None or not result.key or ticket is None or not ticket.is_final:
+            return
+        try:
+            self.journal.note_ticket(
+                result.key, str(ticket.ticket_id), ticket.status.value, ticket.issue_key
+            )
+        except JournalError as exc:
+            self.journal_failed(exc)
+
+    def from_journal(
+        self,
+        index: int,
+        key: str,
+        ref: str | None,
+        entry: JournalEntry | None,
+        *,
+        takeover: bool,
+        raced: bool = False,
+    ) -> BulkResult | None:
+        """What the journal says of the input, or ``None``: it may be sent. ``raced``: the
+        entry was written by another run after this one first read it."""
+        if entry is None:
+            return None
+        if entry.state == "created" and entry.ticket_id:
+            ticket = _ticket_from_entry(entry)
+            return BulkResult(
+                index,
+                key,
+                ref,
+                BulkOutcome.CREATED,
+                uuid.UUID(entry.ticket_id),
+                ticket,
+                from_journal=True,
+            )
+        if entry.state in ("rejected", "failed") or takeover:
+            return None
+        if raced and entry.state == "sending":
+            message = (
+                "another run was sending this input at the same time; its outcome is in that "
+                "run's results (not sent twice)"
+            )
+        else:
+            message = (
+                "an earlier run may have created this ticket (it was being sent when that "
+                "run ended, or the answer was ambiguous); pass resend_uncertain=True to send "
+                "it again"
+            )
+        error = CreateOutcomeUnknownError(
+            message, cause=RuntimeError(entry.error or "interrupted while sending")
         )
+        return BulkResult(index, key, ref, BulkOutcome.UNCERTAIN, error=error, from_journal=True)
 
     async def one(self, index: int, draft: object) -> None:
         error: SkalaError
@@ -401,63 +478,81 @@ class _Run:
                 await self.emit(BulkResult(index, key, ref, BulkOutcome.REJECTED, error=error))
                 return
             self.claimed.add(key)
-        entry = self.journal.get(key) if self.journal is not None and key else None
-        if entry is not None and entry.state == "created" and entry.ticket_id:
-            ticket = _ticket_from_entry(entry)
-            result = BulkResult(
-                index,
-                key,
-                ref,
-                BulkOutcome.CREATED,
-                uuid.UUID(entry.ticket_id),
-                ticket,
-                from_journal=True,
-            )
-            await self.finish_created(result)
-            return
-        if (
-            entry is not None
-            and entry.state in ("sending", "uncertain")
-            and not self.resend_uncertain
-        ):
-            error = CreateOutcomeUnknownError(
-                "an earlier run may have created this ticket (it was being sent when that run "
-                "ended, or the answer was ambiguous); pass resend_uncertain=True to send it again",
-                cause=RuntimeError(entry.error or "interrupted while sending"),
-            )
-            await self.emit(
-                BulkResult(index, key, ref, BulkOutcome.UNCERTAIN, error=error, from_journal=True)
-            )
+        entry: JournalEntry | None = None
+        if self.journal is not None and key:
+            try:
+                entry = self.journal.get(key)
+            except JournalError as exc:
+                self.journal_failed(exc)
+                return
+        known = self.from_journal(index, key, ref, entry, takeover=self.resend_uncertain)
+        if known is not None:
+            await self.report(known)
             return
         if self.stop_error is not None:
             await self.emit(BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error))
             return
-        await self.send(index, key, draft)
+        await self.send(index, key, draft, entry)
 
-    async def send(self, index: int, key: str, draft: TicketDraft) -> None:
+    def claim(
+        self, index: int, key: str, ref: str | None, seen: JournalEntry | None
+    ) -> tuple[int | None, BulkResult | None]:
+        """Claim the input in the journal after its send slot was acquired.
+
+        Returns ``(claim, None)`` to send it, or ``(None, result)`` when another run changed
+        its entry since it was read (that run's outcome, never a second send), or
+        ``(None, None)`` when the journal failed (nothing is sent any more).
+        """
+        if self.journal is None or not key:
+            return 0, None
+        takeover = self.resend_uncertain
+        try:
+            while (claim := self.journal.claim(key, index, ref, seen, takeover=takeover)) is None:
+                # Another run wrote this entry after we read it: it is theirs now. Never
+                # take over what it may be sending; send again only what surely failed.
+                seen = self.journal.get(key)
+                takeover = False
+                known = self.from_journal(index, key, ref, seen, takeover=False, raced=True)
+                if known is not None:
+                    return None, known
+        except JournalError as exc:
+            self.journal_failed(exc)
+            return None, None
+        return claim, None
+
+    async def send(
+        self, index: int, key: str, draft: TicketDraft, seen: JournalEntry | None
+    ) -> None:
         ref = draft.reference
         handle: TicketHandle | None = None
+        result: BulkResult | None
         await self.limit.acquire()
         try:
+            if self.fatal is not None:
+                return  # the run ends with the journal's error; this input was not sent
             if self.stop_error is not None:
                 result = BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error)
             else:
-                if self.journal is not None:
-                    self.journal.record(key, index, ref, "sending")
-                try:
-                    handle = await self.client.submit(draft)
-                except SkalaError as exc:
-                    if _is_account_wide(exc) and self.stop_error is None:
-                        self.stop_error = exc
-                        log.warning("bulk run stopped sending: %s", exc)
-                    result = BulkResult(index, key, ref, _outcome_for(exc), error=exc)
-                else:
-                    result = BulkResult(
-                        index, key, ref, BulkOutcome.CREATED, handle.ticket_id, handle.ticket
-                    )
-                self.remember(result)
+                claim, result = self.claim(index, key, ref, seen)
+                if claim is not None:
+                    try:
+                        handle = await self.client.submit(draft)
+                    except SkalaError as exc:
+                        if _is_account_wide(exc) and self.stop_error is None:
+                            self.stop_error = exc
+                            log.warning("bulk run stopped sending: %s", exc)
+                        result = BulkResult(index, key, ref, _outcome_for(exc), error=exc)
+                    else:
+                        result = BulkResult(
+                            index, key, ref, BulkOutcome.CREATED, handle.ticket_id, handle.ticket
+                        )
+                    self.settle(result, claim)
         finally:
             await self.limit.release()
+        if result is not None:
+            await self.report(result, handle)
+
+    async def report(self, result: BulkResult, handle: TicketHandle | None = None) -> None:
         if result.outcome is BulkOutcome.CREATED:
             await self.finish_created(result, handle)
         else:
@@ -467,13 +562,18 @@ class _Run:
         if not self.wait or (result.ticket is not None and result.ticket.is_final):
             await self.emit(result)
             return
+        if self.fatal is not None:  # no waits begin once the run is ending
+            await self.emit(result)
+            return
         if handle is None:  # from the journal: a handle rebuilt from the id
             assert result.ticket_id is not None
             handle = self.client.ticket_handle(result.ticket_id)
             handle.ticket = result.ticket
         task = asyncio.ensure_future(self.wait_for(result, handle))
         self.waits.add(task)
+        self.waiting[task] = result
         task.add_done_callback(self.waits.discard)
+        task.add_done_callback(self.waiting.pop)
 
     async def wait_for(self, result: BulkResult, handle: TicketHandle) -> None:
         error: BaseException | None = None
@@ -484,16 +584,37 @@ class _Run:
             ticket = handle.ticket
             error = exc
         done = attrs.evolve(result, ticket=ticket, error=error)
-        if ticket is not None and ticket.is_final:
-            self.remember(done, "created")
+        self.note_final(done)
         await self.emit(done)
+
+    async def end_waits(self) -> None:
+        """The run is ending on a journal error: report the inputs still waiting as they
+        are (created, final status unknown) rather than wait for them."""
+        pending = dict(self.waiting)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task, result in pending.items():
+            if task.cancelled():
+                await self.emit(result)
 
     async def run(self) -> None:
         workers = [asyncio.ensure_future(self.worker()) for _ in range(self.workers)]
         try:
             await asyncio.gather(*workers)
-            while self.waits:
-                await asyncio.gather(*list(self.waits))
+            while self.waits and self.fatal is None:
+                done, _ = await asyncio.wait(list(self.waits), return_when=FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # an unexpected error ends the run
+            if self.fatal is not None:
+                await self.end_waits()
+            if self.journal is not None:
+                try:
+                    self.journal.check()  # lost after the last write: still lost
+                except JournalError as exc:
+                    self.journal_failed(exc)
+            if self.fatal is not None:
+                raise self.fatal
         except asyncio.CancelledError:
             # The reader is gone (it left the loop early, or was cancelled): nobody will
             # take an end marker from a full queue, so do not wait to put one.
@@ -512,18 +633,21 @@ async def submit_many(
     drafts: BulkInputs,
     *,
     concurrency: int = 8,
-    journal: str | os.PathLike[str] | None = None,
+    journal: str | os.PathLike[str] | Journal | None = None,
     wait: bool = False,
     wait_timeout: float | None = DEFAULT_WAIT_TIMEOUT,
     resend_uncertain: bool = False,
 ) -> AsyncIterator[BulkResult]:
     """Submit many drafts; yield a :class:`BulkResult` for each as it finishes.
 
-    See :meth:`SkalaClient.submit_many` for the arguments.
+    See :meth:`SkalaClient.submit_many` for the arguments. ``journal`` may also be a
+    :class:`~skala_async._journal.Journal` already open (and locked) by the caller, who
+    closes it.
     """
     concurrency = _check_concurrency(concurrency)
     check_timeout(wait_timeout, "wait_timeout")
-    jr = Journal(journal) if journal is not None else None
+    owned = journal is not None and not isinstance(journal, Journal)
+    jr = journal if journal is None or isinstance(journal, Journal) else Journal(journal)
     run = _Run(
         client,
         drafts,
@@ -543,7 +667,7 @@ async def submit_many(
             runner.cancel()
             # gather, not a suppressed await: a cancel aimed at the caller still propagates
             await asyncio.gather(runner, return_exceptions=True)
-        if jr is not None:
+        if owned and jr is not None:
             jr.close()
 
 

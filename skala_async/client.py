@@ -311,6 +311,9 @@ class SkalaClient:
                 asks to back off (429 / 503 with ``Retry-After``), then grown back.
             journal: path of an SQLite file recording each step; rerunning the same job with
                 it does not resend accepted inputs (they are reported from the journal).
+                One run at a time: a journal in use raises :class:`JournalInUseError`, one
+                that cannot be used :class:`JournalError` (both before anything is sent),
+                one deleted, replaced or truncated during the run :class:`JournalLostError`.
             wait: also wait for each created ticket's final status.
             wait_timeout: deadline of each wait, in seconds.
             resend_uncertain: with a journal, send again the inputs a previous run may

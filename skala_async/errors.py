@@ -20,7 +20,10 @@
     │   ├── InvalidWebhookError                 body is not a support ticket event (400)
     │   └── StaleWebhookError                   issueDatetime outside the tolerance window
     ├── TicketFailedError                       the ticket ended FAILED
-    └── WaitTimeoutError (also TimeoutError)    the wait's deadline passed
+    ├── WaitTimeoutError (also TimeoutError)    the wait's deadline passed
+    └── JournalError                            a bulk journal cannot be used (nothing sent)
+        ├── JournalInUseError                   another run holds the journal
+        └── JournalLostError                    the journal vanished or shrank during a run
 
 No aiohttp exception reaches a caller: the transport wraps them in :class:`TransportError`
 (the original is kept as ``__cause__``). Programming mistakes such as using a closed client
@@ -44,6 +47,9 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CreateOutcomeUnknownError",
+    "JournalError",
+    "JournalInUseError",
+    "JournalLostError",
     "RateLimitedError",
     "RequestTimeoutError",
     "ServerError",
@@ -260,3 +266,40 @@ class WaitTimeoutError(SkalaError, TimeoutError):
         )
         self.ticket = ticket
         self.timeout = timeout
+
+
+class JournalError(SkalaError):
+    """A bulk run's journal cannot be used: not a journal (another file, garbage), its
+    folder is read-only, the disk is full, or the journal disappeared (see the subclasses).
+
+    Raised before the first create when the journal cannot be opened; during a run it stops
+    further sends (an input is only sent once its claim is written to the journal).
+
+    Attributes:
+        path: the journal's path.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class JournalInUseError(JournalError):
+    """Another run (this process or another one) holds the journal: two runs on one journal
+    could send an input twice, so the second is refused at once, before anything is sent."""
+
+
+class JournalLostError(JournalError):
+    """The journal was deleted, replaced or truncated while a run was using it.
+
+    What it recorded (which inputs were sent, and the tickets they created) is gone from
+    its path, so a rerun would send them again. The run stops sending at once.
+
+    Attributes:
+        reason: what happened to the file (``"deleted"``, ``"replaced by another file"``,
+            ``"truncated"``).
+    """
+
+    def __init__(self, message: str, *, path: str, reason: str) -> None:
+        super().__init__(message, path=path)
+        self.reason = reason

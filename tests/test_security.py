@@ -33,7 +33,7 @@ import traceback
 import tracemalloc
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from aiohttp import web
 import skala_async as skala
 import skala_async.errors as errors_module
 from skala_async import RetryPolicy, Timeouts
+from skala_async._journal import Journal
 from skala_async.cli import main
 from skala_async.errors import (
     CreateOutcomeUnknownError,
@@ -249,6 +250,26 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
                 report = await client.create_many(
                     [skala.TicketDraft(sb.customer_id, f"bulk {i}", "d") for i in range(3)],
                     concurrency=1,
+                )
+                # bulk journals: in use, not a journal, deleted during the run
+                one = [skala.TicketDraft(sb.customer_id, "journaled", "d", reference="j")]
+                held = tmp_path / "held.sqlite"
+                holder = Journal(held)
+                await expect(client.create_many(one, journal=held), skala.JournalInUseError)
+                holder.close()
+                garbage = tmp_path / "garbage.sqlite"
+                garbage.write_bytes(b"not a database at all " * 300)
+                await expect(client.create_many(one, journal=garbage), skala.JournalError)
+                lost = tmp_path / "lost.sqlite"
+
+                def deleting() -> Iterator[skala.TicketDraft]:
+                    yield from one
+                    lost.unlink()
+                    yield skala.TicketDraft(sb.customer_id, "after", "d", reference="k")
+
+                await expect(
+                    client.create_many(deleting(), journal=lost, concurrency=1),
+                    skala.JournalLostError,
                 )
                 sb.complete(str(pending.ticket_id))
                 await sb.wait_until_processed(5)

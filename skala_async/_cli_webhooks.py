@@ -129,7 +129,15 @@ def _refusals_to_stderr(run: _Run) -> Callable[[], None]:
         return lambda: None
     from .cli import log_to
 
-    return log_to(run.stderr, "skala_async.webhooks", logging.INFO, f"{run.prog}: %(message)s")
+    logger = logging.getLogger("skala_async.webhooks")
+    undo = log_to(run.stderr, logger.name, logging.INFO, f"{run.prog}: %(message)s")
+    logger.propagate = False  # the warnings handler of every command would print them again
+
+    def restore() -> None:
+        logger.propagate = True
+        undo()
+
+    return restore
 
 
 async def _cmd_sign(run: _Run) -> int:

@@ -44,6 +44,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -149,6 +150,37 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+# ------------------------------------------------------------------------------ terminal text
+
+#: Terminal escape sequences, whole: CSI (``ESC [ ... m``, also its one-byte C1 form),
+#: OSC (``ESC ] ... BEL`` or ``ESC \``: window titles, hyperlinks, clipboard), DCS, SOS,
+#: PM and APC strings, and two-character escapes (``ESC c`` resets the terminal).
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[ -/]*[0-~]?"
+)
+#: Characters a terminal acts on rather than shows: C0 and C1 controls, DEL, and the
+#: bidirectional overrides, embeddings, isolates and marks that reorder what is shown
+#: (and the Unicode line and paragraph separators).
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+_CONTROL_BUT_NEWLINE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
+)
+
+
+def terminal_safe(text: str, *, newlines: bool = False) -> str:
+    """``text`` without anything a terminal would act on: escape sequences, control
+    characters and bidi controls are removed (a tab becomes a space). Every line of human
+    output goes through it, since server-supplied text (issue keys, statuses, error
+    messages) must not retitle, clear or reorder the user's terminal. ``newlines=True``
+    keeps line breaks (a logged traceback)."""
+    text = _ESCAPE_SEQUENCE.sub("", text).replace("\t", " ")
+    return (_CONTROL_BUT_NEWLINE if newlines else _CONTROL).sub("", text)
+
+
 def _api_problems(exc: ApiError) -> list[str]:
     """The server's per-field errors (``detail.errors``), when it sent any."""
     errors = exc.detail.get("errors")
@@ -235,7 +267,7 @@ class _Run:
     def say(self, text: str = "") -> None:
         """A line of human output on stdout (suppressed with --json)."""
         if not self.json:
-            print(text, file=self.stdout, flush=True)
+            print(terminal_safe(text), file=self.stdout, flush=True)
 
     def emit(self, obj: object) -> None:
         """The one JSON document of a --json run."""
@@ -243,10 +275,10 @@ class _Run:
             print(json.dumps(obj, ensure_ascii=False), file=self.stdout, flush=True)
 
     def error(self, message: str, problems: Sequence[str] = (), hint: str | None = None) -> None:
-        lines = [f"{self.prog}: error: {message}"]
-        lines.extend(f"  - {p}" for p in problems)
+        lines = [f"{self.prog}: error: {terminal_safe(message)}"]
+        lines.extend(f"  - {terminal_safe(p)}" for p in problems)
         if hint:
-            lines.append(f"  hint: {hint}")
+            lines.append(f"  hint: {terminal_safe(hint)}")
         print("\n".join(lines), file=self.stderr, flush=True)
 
     def ticket_record(self, *, exit_code: int, error: dict[str, Any] | None) -> dict[str, Any]:
@@ -625,6 +657,7 @@ async def _demo_one(client: SkalaClient, sandbox: SkalaSandbox, item: _DemoTicke
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    rows = [[terminal_safe(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
 
     def fmt(cells: Sequence[str]) -> str:
@@ -1037,11 +1070,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------ main
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines for a terminal: server text in a message cannot act on it."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record), newlines=True)
+
+
 def log_to(stream: TextIO, name: str, level: int, fmt: str) -> Callable[[], None]:
     """Send logger ``name``'s records at ``level`` and above to ``stream``; returns undo."""
     logger = logging.getLogger(name)
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(_SafeFormatter(fmt))
     handler.setLevel(level)
     previous = logger.level
     logger.addHandler(handler)
@@ -1054,10 +1094,12 @@ def log_to(stream: TextIO, name: str, level: int, fmt: str) -> Callable[[], None
     return undo
 
 
-def _verbose_logging(enabled: bool) -> Callable[[], None]:
-    """Send ``skala_async`` DEBUG logs to stderr; returns the undo function."""
+def _verbose_logging(enabled: bool, prog: str) -> Callable[[], None]:
+    """Send ``skala_async`` DEBUG logs to stderr (without ``-v``: warnings only, one line
+    each, as Python's last-resort handler would, but through :func:`terminal_safe`);
+    returns the undo function."""
     if not enabled:
-        return lambda: None
+        return log_to(sys.stderr, "skala_async", logging.WARNING, f"{prog}: %(message)s")
     return log_to(
         sys.stderr, "skala_async", logging.DEBUG, "%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -1073,7 +1115,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     run = _Run(args, prog)
     handler: Callable[[_Run], Awaitable[int]] = args.handler
-    undo_logging = _verbose_logging(args.verbose)
+    undo_logging = _verbose_logging(args.verbose, prog)
     try:
         return asyncio.run(_guarded(handler, run))
     except KeyboardInterrupt:

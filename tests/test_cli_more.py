@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import skala_async as skala
+import skala_async.bulk
 import skala_async.testing
 from skala_async import SkalaClient
 from skala_async.cli import (
@@ -280,7 +281,7 @@ def test_interrupt_during_get_and_during_bulk(
     def interrupt_bulk(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SkalaClient, "submit_many", interrupt_bulk)
+    monkeypatch.setattr(skala_async.bulk, "submit_many", interrupt_bulk)
     src = tmp_path / "in.csv"
     src.write_text(f"customer_id,summary,description\n{sb.customer_id},S,D\n", encoding="utf-8")
     assert main(["bulk", str(src), *creds(sb), "--no-progress"]) == EXIT_INTERRUPTED

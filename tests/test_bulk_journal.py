@@ -410,3 +410,72 @@ async def test_a_results_file_deleted_under_a_run_is_reported_and_rewritten_by_a
     assert code == 0, err
     assert sorted(r["reference"] for r in results_of(out)) == sorted(f"r{i}" for i in range(20))
     assert tickets_per_summary(sb) == {f"Ticket {i}": 1 for i in range(20)}
+
+
+async def test_waits_still_running_when_the_journal_is_lost_are_reported_not_waited_for(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "job.sqlite"
+    async with SkalaSandbox(processing_delay=None) as sb:  # tickets stay PENDING
+
+        async def drafts() -> AsyncIterator[skala.TicketDraft]:
+            for i in range(2):
+                yield skala.TicketDraft(sb.customer_id, f"waited {i}", "d", reference=f"w{i}")
+            await until(lambda: sb.count("create") == 2)
+            journal.unlink()
+            yield skala.TicketDraft(sb.customer_id, "never sent", "d", reference="w2")
+
+        seen: list[skala.BulkResult] = []
+
+        async def consume(client: skala.SkalaClient) -> None:
+            async for result in client.submit_many(
+                drafts(), journal=journal, concurrency=2, wait=True, wait_timeout=60
+            ):
+                seen.append(result)
+
+        async with sandbox_client(sb) as client:
+            with pytest.raises(skala.JournalLostError):
+                await asyncio.wait_for(consume(client), 30)
+        assert sorted(r.reference or "" for r in seen) == ["w0", "w1"]
+        assert {r.outcome.value for r in seen} == {"created"}
+        assert {r.ticket.status.value for r in seen if r.ticket} == {"PENDING"}
+        assert sb.count("create") == 2
+
+
+def test_journal_files_that_cannot_hold_a_journal(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(skala.JournalError, match="is not a regular file"):
+        Journal(fifo)
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE inputs (name TEXT)")
+    db.close()
+    with pytest.raises(skala.JournalError, match="has an 'inputs' table that is not"):
+        Journal(foreign)
+
+
+def test_a_journal_without_claim_versions_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:  # the schema before claims had versions
+        db.execute(
+            "CREATE TABLE inputs (key TEXT PRIMARY KEY, position INTEGER NOT NULL,"
+            " reference TEXT, state TEXT NOT NULL, ticket_id TEXT, status TEXT,"
+            " issue_key TEXT, error TEXT, updated_at REAL NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO inputs VALUES ('ref:a', 0, 'a', 'failed', NULL, NULL, NULL, 'x', 0)"
+        )
+    db.close()
+    journal = Journal(path)
+    try:
+        assert repr(journal) == f"Journal({str(path)!r})"
+        entry = journal.get("ref:a")
+        assert entry is not None
+        assert (entry.state, entry.version) == ("failed", 0)
+        assert journal.claim("ref:a", 0, "a", entry, takeover=False) == 1
+    finally:
+        journal.close()
+    journal.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        journal.get("ref:a")

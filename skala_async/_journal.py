@@ -24,11 +24,11 @@ an input is sent only after a claim that succeeds in one conditional statement (
 only if its row is still what the run saw, and still unsent), so no interleaving of runs
 can send an input twice.
 
-The journal must stay where it is while a run uses it: before each claim and after each
-write the file at its path is compared with the one held open (device and inode) and
-with the sizes written, so a journal deleted, replaced or truncated under a run raises
-:class:`~skala_async.errors.JournalLostError` instead of silently recording into a file
-nobody will read again.
+The journal must stay where it is while a run uses it: after each claim (and at the end of
+the run) the file at its path is compared with the one held open (device and inode),
+with the sizes written and with the headers SQLite writes, so a journal deleted, replaced
+or truncated under a run raises :class:`~skala_async.errors.JournalLostError` instead of
+silently recording into a file nobody will read again.
 
 Writes use WAL mode with ``synchronous=NORMAL``: a committed row survives the process
 being killed (SIGKILL), which is the failure this journal exists for. Each write is a
@@ -252,8 +252,11 @@ class Journal:
             reason=reason,
         )
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        """Run one statement (its own transaction); the number of rows it changed."""
+    def _write(self, sql: str, params: tuple[object, ...], *, check: bool = True) -> int:
+        """Run one statement (its own transaction); the number of rows it changed. With
+        ``check``, the journal is checked (:meth:`check`) after the write: claims are, so
+        nothing is sent on a journal that is lost; an outcome written to a journal lost
+        since its claim is caught by the next claim or the end of the run."""
         if self._db is None:
             raise RuntimeError("the journal is closed")
         try:
@@ -261,7 +264,8 @@ class Journal:
         except sqlite3.Error as exc:
             self.check()  # a journal truncated under us reads as "malformed": say so
             raise self._error("cannot be written", exc) from None
-        self.check()
+        if check:
+            self.check()
         return changed
 
     # ---------------------------------------------------------------------- entries
@@ -333,6 +337,7 @@ class Journal:
             " status = COALESCE(?, status), issue_key = COALESCE(?, issue_key), error = ?,"
             " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?",
             (state, ticket_id, status, issue_key, error, time.time(), key, claim),
+            check=False,
         )
         return changed == 1
 
@@ -342,4 +347,5 @@ class Journal:
             "UPDATE inputs SET status = ?, issue_key = COALESCE(?, issue_key), updated_at = ?"
             " WHERE key = ? AND state = 'created' AND ticket_id = ?",
             (status, issue_key, time.time(), key, ticket_id),
+            check=False,
         )

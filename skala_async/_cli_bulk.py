@@ -278,9 +278,11 @@ def drafts_from(path: Path, fmt: str | None) -> Iterator[TicketDraft | Validatio
         try:
             if isinstance(row, RowError):
                 raise ValueError(row)
-            yield _draft(row, base)
+            draft = _draft(row, base)
         except ValueError as exc:
             yield ValidationError([f"{where}: {exc}"])
+        else:
+            yield draft
 
 
 #: Cells a spreadsheet would run as a formula (OWASP's list): written with a leading ``'``.
@@ -457,14 +459,15 @@ def check_outputs(path: Path, journal: Path | None, results: Path) -> str | None
     return None
 
 
-def _lost_message(exc: JournalLostError, results: Path, counts: dict[str, int]) -> str:
+def _lost_message(exc: JournalLostError, results: Path, done: list[BulkResult]) -> str:
+    created = sum(1 for r in done if r.outcome is BulkOutcome.CREATED and not r.from_journal)
+    uncertain = sum(1 for r in done if r.outcome is BulkOutcome.UNCERTAIN)
     return (
-        f"{exc} This run created {counts['created']} ticket(s) and left "
-        f"{counts['uncertain']} uncertain; they are listed with their ticket ids in "
-        f"{results}, but earlier runs' records are gone with the journal. Do not run the same "
-        "command again as it is: check with Ripio which tickets exist for these customers "
-        "(the ticket ids in the results file, and the tickets opened since the first run), "
-        "then send only the inputs that have none."
+        f"{exc}. This run created {created} ticket(s) and left {uncertain} uncertain; they "
+        f"are listed with their ticket ids in {results}, but earlier runs' records are gone "
+        "with the journal. Do not run the same command again as it is: check with Ripio "
+        "which tickets exist for these customers (the ticket ids in the results file, and "
+        "the tickets opened since the first run), then send only the inputs that have none."
     )
 
 
@@ -574,8 +577,7 @@ async def cmd_bulk(run: _Run) -> int:
                 ),
             )
     except JournalLostError as exc:
-        counts = report_of(collected).counts
-        raise _Failure(EXIT_JOURNAL_LOST, _lost_message(exc, results_path, counts)) from None
+        raise _Failure(EXIT_JOURNAL_LOST, _lost_message(exc, results_path, collected)) from None
     except JournalError as exc:
         raise _Failure(
             EXIT_CANNOT_WRITE,
@@ -590,6 +592,8 @@ async def cmd_bulk(run: _Run) -> int:
             results.close()
         if journal is not None:
             journal.close()
+        if not client.closed:  # the run ended before it used the client
+            await client.close()
     report = report_of(collected)
     counts = report.counts
     failed_tickets = sum(

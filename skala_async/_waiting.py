@@ -2,8 +2,9 @@
 
 A :class:`TicketHandle` drives its own polling only while it is awaited (there is no
 background task: cancel the wait and nothing is left running). Between GETs it sleeps on a
-future registered in the client's :class:`WaitHub`; anything that learns the ticket's state
-(a webhook, another handle's GET, ``get_ticket``) publishes it there, and every handle
+future registered on the client's bus (:mod:`skala_async.bus`); anything that learns the
+ticket's state (a webhook, another handle's GET, ``get_ticket``, another process sharing a
+``RedisBus``) publishes it there, and every handle
 waiting on that ticket wakes at once. The sleep itself is a ``loop.call_later`` timer, so
 10,000 waiting handles are 10,000 timers in the event loop's heap, not 10,000 tasks.
 """
@@ -14,10 +15,12 @@ import asyncio
 import html
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import attrs
 
 from ._backoff import PollPolicy, check_timeout
+from .bus import TicketBus
 from .errors import (
     RateLimitedError,
     ServerError,
@@ -28,10 +31,7 @@ from .errors import (
 )
 from .models import Ticket, TicketStatus
 
-if TYPE_CHECKING:
-    from .client import SkalaClient
-
-__all__ = ["TicketHandle", "WaitHub"]
+__all__ = ["TicketHandle", "Waits"]
 
 log = logging.getLogger("skala_async.wait")
 
@@ -44,51 +44,22 @@ LAST_POLL_LEAD = 1.0
 LAST_POLL_SHARE = 0.25
 
 
-class WaitHub:
-    """Fan-out of ticket news to the handles waiting on each ticket."""
+@attrs.frozen
+class Waits:
+    """What handles need from the client that made them.
 
-    def __init__(self) -> None:
-        self._waiters: dict[uuid.UUID, set[asyncio.Future[Ticket | None]]] = {}
-        self.published = 0
-        #: Bumped when the client's poll policy changes (webhooks stopped arriving).
-        self.policy_generation = 0
+    Attributes:
+        bus: where news of tickets arrives and the webhook health is read.
+        fetch: one GET of a wait (``ticket_id``, loop-time ``deadline``, whether to take
+            one of the client's poll slots); it publishes what it learns on the bus.
+        get: one GET now (:meth:`TicketHandle.refresh`).
+        policy: the client's poll policy right now (slow while webhooks arrive).
+    """
 
-    def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
-        self._waiters.setdefault(ticket_id, set()).add(fut)
-
-    def discard(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
-        futs = self._waiters.get(ticket_id)
-        if futs is not None:
-            futs.discard(fut)
-            if not futs:
-                del self._waiters[ticket_id]
-
-    def waiting(self, ticket_id: uuid.UUID | None = None) -> int:
-        """How many waits are sleeping (on one ticket, or in all)."""
-        if ticket_id is not None:
-            return len(self._waiters.get(ticket_id, ()))
-        return sum(len(f) for f in self._waiters.values())
-
-    def policy_changed(self) -> None:
-        """Wake every sleeping wait so that it reschedules under the current policy."""
-        self.policy_generation += 1
-        for futs in list(self._waiters.values()):
-            for fut in list(futs):
-                if not fut.done():
-                    fut.set_result(None)
-
-    def publish(self, ticket: Ticket) -> int:
-        """Hand ``ticket`` to every wait on it; returns how many were woken."""
-        self.published += 1
-        futs = self._waiters.get(ticket.ticket_id)
-        if not futs:
-            return 0
-        woken = 0
-        for fut in list(futs):
-            if not fut.done():
-                fut.set_result(ticket)
-                woken += 1
-        return woken
+    bus: TicketBus
+    fetch: Callable[[uuid.UUID, float | None, bool], Awaitable[Ticket]]
+    get: Callable[[uuid.UUID], Awaitable[Ticket]]
+    policy: Callable[[], PollPolicy]
 
 
 def _wake(fut: asyncio.Future[Ticket | None]) -> None:
@@ -111,13 +82,13 @@ class TicketHandle:
 
     def __init__(
         self,
-        client: SkalaClient,
+        waits: Waits,
         ticket_id: uuid.UUID,
         ticket: Ticket | None = None,
         *,
         accepted_at: float | None = None,
     ) -> None:
-        self._client = client
+        self._waits = waits
         self.ticket_id = ticket_id
         self.ticket = ticket
         #: Event-loop time the 202 arrived (``None`` for a rebuilt handle).
@@ -174,7 +145,7 @@ class TicketHandle:
 
     async def refresh(self) -> Ticket:
         """One GET now; returns (and remembers) the ticket's current state."""
-        ticket = await self._client.get_ticket(self.ticket_id)
+        ticket = await self._waits.get(self.ticket_id)
         self.polls += 1
         self._see(ticket, asyncio.get_running_loop().time())
         return ticket
@@ -255,16 +226,18 @@ class TicketHandle:
         self, timeout: float | None, poll: PollPolicy | None, *, yield_current: bool
     ) -> AsyncIterator[Ticket]:
         check_timeout(timeout)
-        client = self._client
+        waits = self._waits
+        bus = waits.bus
         loop = asyncio.get_running_loop()
-        now = loop.time()
         if self.ticket is None or not self.ticket.is_final:
-            # A webhook that arrived before this wait began already told the outcome.
-            known = client._webhook_tickets.get(self.ticket_id)
+            # News that came before this wait began (a webhook, another process's GET)
+            # already told the outcome.
+            known = await bus.kept(self.ticket_id)
             if known is not None:
-                self._see(*known)
+                self._see(known.ticket, loop.time())
+        now = loop.time()
         # Slow fallback polling while webhooks arrive (read again before each sleep).
-        policy = poll or client._wait_policy()
+        policy = poll or waits.policy()
         deadline = None if timeout is None else now + timeout
         # The last poll: no WaitTimeoutError unless a GET of this wait began at last_call
         # or later.
@@ -285,7 +258,6 @@ class TicketHandle:
         elif self.ticket is not None and self.ticket.is_final:
             yield self.ticket
             return
-        hub = client._hub
         while True:
             now = loop.time()
             asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
@@ -296,11 +268,11 @@ class TicketHandle:
                 due = min(due, last_call)  # and once more just before the deadline
             if now < due:
                 wake_at = due if deadline is None else min(due, deadline)
-                generation = hub.policy_generation
-                news = await self._sleep(loop, hub, wake_at - now)
-                if news is None and hub.policy_generation != generation:
+                generation = bus.policy_generation
+                news = await self._sleep(loop, bus, wake_at - now)
+                if news is None and bus.policy_generation != generation:
                     # Webhooks stopped: leave the slow fallback schedule at once.
-                    policy = poll or client._wait_policy()
+                    policy = poll or waits.policy()
                     now = loop.time()
                     next_poll = min(next_poll, now + policy.interval(now - start))
                     continue
@@ -312,6 +284,15 @@ class TicketHandle:
                     if news.is_final:
                         return
                 continue
+            # A poll is due. First what the bus keeps: news published where this process
+            # did not hear it (a lost message, a bus that was away) costs no GET.
+            known = await bus.kept(self.ticket_id)
+            if known is not None:
+                self._see(known.ticket, loop.time())
+                if known.ticket.status != shown:
+                    shown = known.ticket.status
+                    yield known.ticket
+                return  # only final states are kept
             retry_after: float | None = None
             before = self.ticket
             # The last poll does not queue behind other waits' polls for a poll slot: it
@@ -322,9 +303,7 @@ class TicketHandle:
             # an item until then): one short last GET rather than a timeout without asking.
             get_deadline = deadline if deadline is None or now < deadline else now + lead
             try:
-                ticket = await client._get(
-                    self.ticket_id, deadline=get_deadline, poll_slot=not last
-                )
+                ticket = await waits.fetch(self.ticket_id, get_deadline, not last)
             except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
                 if isinstance(exc, TransportError) and not exc.retryable:
                     raise  # a certificate that does not verify: polling cannot fix it
@@ -333,14 +312,10 @@ class TicketHandle:
                 log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
             else:
                 self.polls += 1
-                if (
-                    ticket.is_final
-                    and before is not None
-                    and not before.is_final
-                    # a webhook that landed while this GET was in flight did tell
-                    and self.ticket_id not in client._webhook_tickets
-                ):
-                    client._webhook_missed()  # a webhook, if any were coming, would have told
+                if ticket.is_final and before is not None and not before.is_final:
+                    # A webhook, if any were coming, would have told (the bus knows whether
+                    # one landed anywhere while this GET was in flight).
+                    await bus.check_missed(self.ticket_id)
                 self._see(ticket, loop.time())
                 if ticket.status != shown:
                     shown = ticket.status
@@ -348,17 +323,17 @@ class TicketHandle:
                 if ticket.is_final:
                     return
             now = loop.time()
-            policy = poll or client._wait_policy()
+            policy = poll or waits.policy()
             next_poll = now + policy.interval(now - start, retry_after)
 
     async def _sleep(
-        self, loop: asyncio.AbstractEventLoop, hub: WaitHub, seconds: float
+        self, loop: asyncio.AbstractEventLoop, bus: TicketBus, seconds: float
     ) -> Ticket | None:
         fut: asyncio.Future[Ticket | None] = loop.create_future()
         timer = loop.call_later(seconds, _wake, fut)
-        hub.add(self.ticket_id, fut)
+        bus.add_waiter(self.ticket_id, fut)
         try:
             return await fut
         finally:
             timer.cancel()
-            hub.discard(self.ticket_id, fut)
+            bus.discard_waiter(self.ticket_id, fut)

@@ -46,7 +46,7 @@ import os
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
@@ -68,7 +68,19 @@ from .models import Ticket, TicketDraft, TicketStatus
 
 if TYPE_CHECKING:
     from ._waiting import TicketHandle
-    from .client import SkalaClient
+    from .bus import TicketBus
+
+
+class _Submitter(Protocol):
+    """What a bulk run needs of a :class:`~skala_async.SkalaClient`."""
+
+    @property
+    def bus(self) -> TicketBus: ...
+
+    async def submit(self, draft: TicketDraft) -> TicketHandle: ...
+
+    def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle: ...
+
 
 __all__ = ["BulkInputs", "BulkOutcome", "BulkReport", "BulkResult", "submit_many"]
 
@@ -231,12 +243,12 @@ def _check_concurrency(concurrency: object) -> int:
 class _AdaptiveLimit:
     """Creates in flight: halved when the client is told to back off, then +1 per round."""
 
-    def __init__(self, maximum: int, client: SkalaClient) -> None:
+    def __init__(self, maximum: int, client: _Submitter) -> None:
         self.maximum = maximum
         self.limit = float(maximum)
         self.in_flight = 0
         self._client = client
-        self._seen_pauses = client._gate.pauses
+        self._seen_pauses = client.bus.pauses
         self._cond = asyncio.Condition()
 
     async def acquire(self) -> None:
@@ -247,7 +259,7 @@ class _AdaptiveLimit:
     async def release(self) -> None:
         async with self._cond:
             self.in_flight -= 1
-            pauses = self._client._gate.pauses
+            pauses = self._client.bus.pauses
             if pauses != self._seen_pauses:
                 self._seen_pauses = pauses
                 self.limit = max(1.0, self.limit / 2)
@@ -312,7 +324,7 @@ class _Run:
 
     def __init__(
         self,
-        client: SkalaClient,
+        client: _Submitter,
         drafts: BulkInputs,
         *,
         concurrency: int,
@@ -629,7 +641,7 @@ class _Run:
 
 
 async def submit_many(
-    client: SkalaClient,
+    client: _Submitter,
     drafts: BulkInputs,
     *,
     concurrency: int = 8,

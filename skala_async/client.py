@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import ipaddress
 import logging
 import os
@@ -20,7 +19,9 @@ from ._auth import ClientCredentials, StaticToken, TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from ._protocol import RawResponse, Request
 from ._transport import ProgressCallback, Timeouts, Transport
-from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, WaitHub
+from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, Waits
+from .bulk import BulkInputs, BulkReport, BulkResult, report_of, submit_many
+from .bus import LocalBus, TicketBus
 from .errors import (
     ApiError,
     CreateOutcomeUnknownError,
@@ -33,7 +34,6 @@ from .models import FileLike, Ticket, TicketDraft
 if TYPE_CHECKING:
     import aiohttp
 
-    from .bulk import BulkInputs, BulkReport, BulkResult
     from .webhooks import AiohttpHandler, EventCallback, Secrets
 
 __all__ = ["PRODUCTION_URL", "SANDBOX_URL", "SkalaClient"]
@@ -46,9 +46,6 @@ SANDBOX_URL = "https://skala-sandbox.ripio.com"
 PRODUCTION_URL = "https://skala.ripio.com"
 
 T = TypeVar("T")
-
-#: Final states brought by webhooks kept for waits that begin after the event.
-_WEBHOOK_TICKETS_KEPT = 10_000
 
 
 def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
@@ -76,30 +73,6 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _RateGate:
-    """One pause shared by every request of a client, set by ``Retry-After``."""
-
-    def __init__(self) -> None:
-        self.until = 0.0
-        #: How many times a server asked to pause (bulk runs halve their concurrency).
-        self.pauses = 0
-
-    def pause(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        self.until = max(self.until, loop.time() + seconds)
-        self.pauses += 1
-
-    async def wait(self, deadline: float | None) -> bool:
-        """Sleep out the pause; False (at once) if it would outlast ``deadline``."""
-        loop = asyncio.get_running_loop()
-        # A later 429 may push `until` further while we sleep: check again on waking.
-        while (delay := self.until - loop.time()) > 0:
-            if deadline is not None and self.until > deadline:
-                return False
-            await asyncio.sleep(delay)
-        return True
-
-
 class SkalaClient:
     """Async client for the Skala Support Tickets API.
 
@@ -121,6 +94,11 @@ class SkalaClient:
         max_concurrent_polls: GETs in flight at once for all waiting handles together.
         token_margin: refresh a client-credentials token this many seconds before expiry.
         user_agent: the ``User-Agent`` header (default names this library, aiohttp, Python).
+        bus: what this client shares with its webhook receiver and, through
+            ``skala_async.redis.RedisBus``, with other processes: ticket news, webhook
+            health, webhook dedupe and the ``Retry-After`` pause (:mod:`skala_async.bus`).
+            The caller's: never closed by the client. Default: a
+            :class:`~skala_async.bus.LocalBus` of its own (one process).
 
     Use it as ``async with SkalaClient(...) as client:``, or call :meth:`close`. Nothing
     binds to an event loop until the first request, so a client can be made in one
@@ -143,6 +121,7 @@ class SkalaClient:
         max_concurrent_polls: int = 32,
         token_margin: float = 60.0,
         user_agent: str | None = None,
+        bus: TicketBus | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url, allow_insecure_http)
         if token is not None:
@@ -173,19 +152,17 @@ class SkalaClient:
         # A client that is never closed must not spam "Unclosed client session" (or worse,
         # "Event loop is closed") when it is collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, _release_abandoned, self._transport)
-        self._hub = WaitHub()
-        self._gate = _RateGate()
+        if bus is not None and not isinstance(bus, TicketBus):
+            raise TypeError(f"bus must implement skala_async.bus.TicketBus, got {bus!r}")
+        #: What waits, webhooks and bulk runs share (:mod:`skala_async.bus`).
+        self.bus: TicketBus = bus if bus is not None else LocalBus()
+        self._waits = Waits(
+            bus=self.bus, fetch=self._poll, get=self.get_ticket, policy=self._wait_policy
+        )
         self._max_polls = max_concurrent_polls
         self._poll_slots: asyncio.Semaphore | None = None
         #: Requests sent, by kind (``token``, ``create``, ``get``), attempts included.
         self.request_counts: dict[str, int] = {"token": 0, "create": 0, "get": 0}
-        # Webhooks (see webhook_handler): believed to arrive (set when a handler is mounted),
-        # last one's loop time, and the final states they brought, for waits begun later.
-        self._webhooks_healthy = False
-        self._last_webhook_at: float | None = None
-        self._webhook_tickets: collections.OrderedDict[uuid.UUID, tuple[Ticket, float]] = (
-            collections.OrderedDict()
-        )
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> SkalaClient:
@@ -274,8 +251,8 @@ class SkalaClient:
         deadline = self._deadline(timeout)
         ticket = await self._execute(request, _protocol.parse_ticket, deadline, progress)
         loop = asyncio.get_running_loop()
-        self._hub.publish(ticket)
-        return TicketHandle(self, ticket.ticket_id, ticket, accepted_at=loop.time())
+        self.bus.publish(ticket)
+        return TicketHandle(self._waits, ticket.ticket_id, ticket, accepted_at=loop.time())
 
     async def get_ticket(
         self, ticket_id: uuid.UUID | str, *, timeout: float | None = None
@@ -286,7 +263,7 @@ class SkalaClient:
 
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle:
         """A handle for a ticket created earlier (for example before a restart)."""
-        return TicketHandle(self, _protocol.ticket_id_of(ticket_id))
+        return TicketHandle(self._waits, _protocol.ticket_id_of(ticket_id))
 
     def submit_many(
         self,
@@ -319,8 +296,6 @@ class SkalaClient:
             resend_uncertain: with a journal, send again the inputs a previous run may
                 have created (it died while sending them, or the answer was ambiguous).
         """
-        from .bulk import submit_many
-
         return submit_many(
             self,
             drafts,
@@ -337,8 +312,6 @@ class SkalaClient:
         **kwargs: Any,
     ) -> BulkReport:
         """Like :meth:`submit_many`, collected into a :class:`BulkReport` (input order)."""
-        from .bulk import report_of
-
         return report_of([r async for r in self.submit_many(drafts, **kwargs)])
 
     # ------------------------------------------------------------------ webhooks
@@ -374,32 +347,9 @@ class SkalaClient:
 
     def _wait_policy(self) -> PollPolicy:
         """The poll policy of waits right now: slow while webhooks arrive."""
-        if self._webhooks_healthy:
+        if self.bus.webhooks_healthy:
             return self.webhook_poll_policy
         return self.poll_policy
-
-    def _webhook_seen(self, ticket: Ticket) -> None:
-        """A verified webhook brought ``ticket``: wake its waits, trust webhooks again."""
-        now = asyncio.get_running_loop().time()
-        self._last_webhook_at = now
-        if not self._webhooks_healthy:
-            log.info("webhooks arrive again; polling only as a slow fallback")
-        self._webhooks_healthy = True
-        if ticket.is_final:
-            self._webhook_tickets[ticket.ticket_id] = (ticket, now)
-            self._webhook_tickets.move_to_end(ticket.ticket_id)
-            while len(self._webhook_tickets) > _WEBHOOK_TICKETS_KEPT:
-                self._webhook_tickets.popitem(last=False)
-        self._hub.publish(ticket)
-
-    def _webhook_missed(self, why: str = "webhooks seem not to arrive") -> None:
-        """Webhooks are not working: a wait saw a final status by its own GET, or the
-        receiver refused a delivery (``why`` says which)."""
-        if self._webhooks_healthy:
-            self._webhooks_healthy = False
-            log.info("%s; polling normally", why)
-            # Waits asleep on the slow fallback schedule adopt the normal one now.
-            self._hub.policy_changed()
 
     # ------------------------------------------------------------------ internals
 
@@ -408,6 +358,10 @@ class SkalaClient:
             return None
         check_timeout(timeout)
         return asyncio.get_running_loop().time() + timeout
+
+    async def _poll(self, ticket_id: uuid.UUID, deadline: float | None, slot: bool) -> Ticket:
+        """One GET of a wait (within the shared poll slots if ``slot``)."""
+        return await self._get(ticket_id, deadline=deadline, poll_slot=slot)
 
     async def _get(
         self, ticket_id: uuid.UUID, *, deadline: float | None, poll_slot: bool = True
@@ -420,7 +374,7 @@ class SkalaClient:
                 ticket = await self._execute(request, _protocol.parse_ticket, deadline)
         else:
             ticket = await self._execute(request, _protocol.parse_ticket, deadline)
-        self._hub.publish(ticket)
+        self.bus.publish(ticket)
         return ticket
 
     async def _token_within(self, request: Request, deadline: float | None) -> str:
@@ -485,7 +439,7 @@ class SkalaClient:
         refreshed = False
         while True:
             attempt += 1
-            if not await self._gate.wait(deadline):
+            if not await self.bus.wait_pause(deadline):
                 raise RequestTimeoutError(
                     f"{request.method} {request.path}: the server asked to pause requests "
                     "until after this call's deadline",
@@ -527,7 +481,7 @@ class SkalaClient:
                     continue
                 server_delay = _protocol.server_delay(exc)
                 if server_delay is not None and isinstance(exc, ApiError):
-                    self._gate.pause(min(server_delay, policy.max_retry_after))
+                    self.bus.pause(min(server_delay, policy.max_retry_after))
                 if not may_resend(exc) or attempt >= policy.attempts:
                     raise
                 if server_delay is not None and server_delay > policy.max_retry_after:

@@ -36,13 +36,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from .bus import Claim, SupportsBus, TicketBus
 from .errors import SkalaError
 from .models import SupportTicketEvent, Ticket, TicketStatus
 
 if TYPE_CHECKING:
     from aiohttp import web
-
-    from .client import SkalaClient
 
 
 async def read_capped(request: web.Request, limit: int) -> bytes | None:
@@ -492,6 +491,7 @@ _OK: _Result = (200, "ok")
 _DUPLICATE: _Result = (200, "duplicate")
 _IGNORED: _Result = (200, "ignored: not a support ticket event")
 _TOO_LARGE: _Result = (413, "body too large")
+_BUSY: _Result = (503, "being handled elsewhere")
 
 
 class WebhookReceiver:
@@ -523,7 +523,13 @@ class WebhookReceiver:
             :meth:`SkalaClient.webhook_handler <skala_async.SkalaClient.webhook_handler>`);
             a refused request (``401``, ``400``, ``413``, an unexpected ``500``) tells it
             that webhooks are not working, and its waits poll normally at once. The app
-            must run on the client's event loop.
+            must run on the client's event loop. Its bus is used.
+        bus: a bus (:mod:`skala_async.bus`) to publish events on without a client, such as
+            ``skala_async.redis.RedisBus``: waits in other processes wake, and ``on_event``
+            runs once per (ticket id, status) across every receiver sharing the bus (a
+            callback that fails releases its claim; a copy arriving while another process
+            runs the callback is answered ``503`` so that it is delivered again). Refused
+            requests are told to the bus too: every process sharing it polls normally.
         max_body_bytes: the largest body accepted (default 64 KiB).
         tolerance: a freshness window on ``issueDatetime`` in seconds (both directions), or
             ``None`` (default) for no check. Must be positive.
@@ -533,7 +539,8 @@ class WebhookReceiver:
     Attributes:
         counts: requests by outcome: ``accepted``, ``duplicate``, ``ignored``,
             ``invalid_signature``, ``malformed``, ``stale``, ``too_large``,
-            ``callback_failed``, ``error``.
+            ``callback_failed``, ``busy`` (another process sharing the bus was running the
+            callback for the same event), ``error``.
     """
 
     def __init__(
@@ -541,7 +548,8 @@ class WebhookReceiver:
         secret: Secrets,
         on_event: EventCallback | None = None,
         *,
-        client: SkalaClient | None = None,
+        client: SupportsBus | None = None,
+        bus: TicketBus | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         tolerance: float | datetime.timedelta | None = None,
         dedupe_size: int = DEFAULT_DEDUPE_SIZE,
@@ -555,7 +563,10 @@ class WebhookReceiver:
             raise ValueError(f"dedupe_size must be an integer >= 0, got {dedupe_size!r}")
         self._tolerance = None if tolerance is None else _tolerance_seconds(tolerance)
         self._on_event = on_event
+        if client is not None and bus is not None and bus is not client.bus:
+            raise ValueError("pass client= or bus=, not both (a client brings its own bus)")
         self._client = client
+        self._bus: TicketBus | None = client.bus if client is not None else bus
         self.max_body_bytes = max_body_bytes
         self.dedupe_size = dedupe_size
         self._delivered: collections.OrderedDict[_Key, None] = collections.OrderedDict()
@@ -570,17 +581,18 @@ class WebhookReceiver:
                 "stale",
                 "too_large",
                 "callback_failed",
+                "busy",
                 "error",
             ),
             0,
         )
-        if client is not None:
-            client._webhooks_healthy = True
+        if self._bus is not None:
+            self._bus.webhooks_expected()
 
     def __repr__(self) -> str:
         secrets = "1 secret" if len(self._keys) == 1 else f"{len(self._keys)} secrets"
         window = "" if self._tolerance is None else f" tolerance={self._tolerance:g}s"
-        client = " client" if self._client is not None else ""
+        client = " client" if self._client is not None else " bus" if self._bus else ""
         return f"<WebhookReceiver {secrets} max_body_bytes={self.max_body_bytes}{window}{client}>"
 
     # -- framework-free core -----------------------------------------------------------------
@@ -621,8 +633,8 @@ class WebhookReceiver:
             except StaleWebhookError as exc:
                 log.warning("webhook refused (400): %s", exc)
                 return self._count("stale", (400, "stale event"))
-        if self._client is not None:
-            self._client._webhook_seen(event.ticket)
+        if self._bus is not None:
+            self._bus.publish(event.ticket, webhook=True)
         return await self._deliver(event)
 
     async def _deliver(self, event: SupportTicketEvent) -> _Result:
@@ -647,7 +659,21 @@ class WebhookReceiver:
             done = asyncio.get_running_loop().create_future()
             self._in_flight[key] = done
         ok = False
+        # Across processes: claim the (ticket, status) on the bus before the callback.
+        shared = None if key is None or self._bus is None else f"{key[0]}:{key[1]}"
+        claimed = False
         try:
+            if shared is not None:
+                assert self._bus is not None
+                verdict = await self._bus.claim(shared)
+                if verdict is Claim.DONE:
+                    ok = True  # delivered by another process: remembered here too
+                    log.debug("webhook for %s: delivered elsewhere", shared)
+                    return self._count("duplicate", _DUPLICATE)
+                if verdict is Claim.BUSY:
+                    log.info("webhook for %s: being handled elsewhere; answered 503", shared)
+                    return self._count("busy", _BUSY)
+                claimed = True
             if self._on_event is not None:
                 result = self._on_event(event)
                 if isinstance(result, Awaitable):
@@ -662,6 +688,11 @@ class WebhookReceiver:
             )
             return self._count("callback_failed", (500, "callback failed"))
         finally:
+            if claimed:
+                assert self._bus is not None
+                assert shared is not None
+                # Done for good, or released so that a redelivery (anywhere) runs it again.
+                await self._bus.settle(shared, ok)
             if key is not None and done is not None:
                 del self._in_flight[key]
                 if ok:
@@ -676,10 +707,8 @@ class WebhookReceiver:
 
     def _count(self, outcome: str, result: _Result) -> _Result:
         self.counts[outcome] += 1
-        if self._client is not None and outcome in _REFUSALS:
-            self._client._webhook_missed(
-                f"a webhook delivery was refused ({result[0]} {result[1]})"
-            )
+        if self._bus is not None and outcome in _REFUSALS:
+            self._bus.webhook_refused(f"a webhook delivery was refused ({result[0]} {result[1]})")
         return result
 
     # -- aiohttp -----------------------------------------------------------------------------

@@ -195,7 +195,7 @@ async def test_a_thousand_drafts_with_faults(skala_sandbox: SkalaSandbox) -> Non
     sends: list[float] = []
     pauses: list[tuple[float, float]] = []
     async with sandbox_client(skala_sandbox, timeouts=timeouts) as client:
-        send, pause = client._transport.send, client._gate.pause
+        send, pause = client._transport.send, client.bus.pause
 
         async def recording_send(*args: Any, **kwargs: Any) -> Any:
             sends.append(loop.time())
@@ -203,10 +203,10 @@ async def test_a_thousand_drafts_with_faults(skala_sandbox: SkalaSandbox) -> Non
 
         def recording_pause(seconds: float) -> None:
             pause(seconds)
-            pauses.append((loop.time(), client._gate.until))
+            pauses.append((loop.time(), client.bus.pause_until))  # type: ignore[attr-defined]
 
         client._transport.send = recording_send  # type: ignore[method-assign]
-        client._gate.pause = recording_pause  # type: ignore[method-assign]
+        client.bus.pause = recording_pause  # type: ignore[method-assign]
         report = await client.create_many(drafts(skala_sandbox, 1000), concurrency=8)
     await asyncio.sleep(0.7)  # let the slow requests finish on the server
     assert len(report) == 1000

@@ -577,7 +577,7 @@ async def test_cancelled_wait_leaves_nothing_running(
     with pytest.raises(asyncio.CancelledError):
         await task
     no_tasks_left()
-    assert skala_client._hub.waiting() == 0
+    assert skala_client.bus.waiting() == 0
     gets = skala_sandbox.count("get")
     await asyncio.sleep(0.2)
     assert skala_sandbox.count("get") == gets

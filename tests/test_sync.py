@@ -98,7 +98,7 @@ def test_leaving_watch_early_stops_polling(sb: Sandbox, client: SkalaClient) -> 
         assert ticket.status is skala.TicketStatus.PENDING
         break
     assert _tasks_left(client) == []
-    assert client.aio._hub.waiting() == 0
+    assert client.aio.bus.waiting() == 0
 
 
 def test_errors_are_raised_unchanged(sb: Sandbox, client: SkalaClient) -> None:
@@ -194,7 +194,7 @@ def test_ctrl_c_cancels_the_wait_in_the_loop(sb: Sandbox, client: SkalaClient) -
     finally:
         timer.cancel()
     assert _tasks_left(client) == []  # the wait was cancelled, nothing left running
-    assert client.aio._hub.waiting() == 0
+    assert client.aio.bus.waiting() == 0
     # The client stays usable afterwards.
     sb.complete(str(handle.ticket_id))
     assert handle.wait_until_created(timeout=10).issue_key

@@ -13,6 +13,7 @@ import pytest
 
 import skala_async as skala
 import skala_async.client
+from skala_async.bus import LocalBus
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 from skala_async.webhooks import SIGNATURE_HEADER, sign_payload
 from tests.test_webhooks import serve
@@ -61,15 +62,15 @@ async def test_news_without_a_status_change_yields_nothing(
                 seen.append(ticket.status)
 
         async def asleep() -> None:  # until the watch sleeps on the hub, waiting for news
-            while client._hub.waiting(handle.ticket_id) != 1:
+            while client.bus.waiting(handle.ticket_id) != 1:
                 await asyncio.sleep(0.001)
 
         watcher = asyncio.create_task(watch())
         await asyncio.wait_for(asleep(), 5)
         # Another reader's GET tells the watch "still PENDING": it wakes, yields nothing.
-        published = client._hub.published
+        published = client.bus.published
         await client.get_ticket(handle.ticket_id)
-        assert client._hub.published == published + 1
+        assert client.bus.published == published + 1
         await asyncio.sleep(0)  # the watch wakes ...
         await asyncio.wait_for(asleep(), 5)  # ... and goes back to sleep
         assert seen == [skala.TicketStatus.PENDING]
@@ -183,12 +184,11 @@ def _event(ticket_id: uuid.UUID, status: str) -> bytes:
 
 
 async def test_webhook_outcomes_kept_are_bounded_and_pending_is_not_one(
-    skala_sandbox: SkalaSandbox, monkeypatch: pytest.MonkeyPatch
+    skala_sandbox: SkalaSandbox,
 ) -> None:
-    monkeypatch.setattr(skala_async.client, "_WEBHOOK_TICKETS_KEPT", 2)
     skala_sandbox.processing_delay = None  # the sandbox itself keeps every ticket PENDING
     async with (
-        sandbox_client(skala_sandbox) as client,
+        sandbox_client(skala_sandbox, bus=LocalBus(kept=2)) as client,
         serve(client.webhook_handler(WEBHOOK_SECRET)) as url,
         aiohttp.ClientSession() as http,
     ):

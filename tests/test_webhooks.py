@@ -886,7 +886,7 @@ async def test_waits_end_by_webhook_with_zero_gets() -> None:
         finished = max(sb.tickets[str(t.ticket_id)].finished_at or 0 for t in tickets)
         assert returned - finished < 0.5
         assert len(recorder.events) == 10
-        assert client._webhooks_healthy
+        assert client.bus.webhooks_healthy
 
 
 async def test_failed_by_webhook_and_watch() -> None:
@@ -925,7 +925,7 @@ async def test_dropped_webhooks_fall_back_to_polling(caplog: pytest.LogCaptureFi
         assert sb.count("get") >= 5
         assert all(h.polls >= 1 for h in handles)
         # Webhooks are now taken to have stopped: polling is back to the normal policy.
-        assert not client._webhooks_healthy
+        assert not client.bus.webhooks_healthy
         assert client._wait_policy() is FAST_POLL
         assert caplog.text.count("webhooks seem not to arrive; polling normally") == 1
         handle = await client.create_ticket(sb.customer_id, "s", "d")
@@ -938,7 +938,7 @@ async def test_dropped_webhooks_fall_back_to_polling(caplog: pytest.LogCaptureFi
         await handle.wait_until_created(timeout=5)
         # The wait may end by its own GET before the webhook lands: let the delivery finish.
         await sb.wait_for_webhooks(timeout=5)
-        assert client._webhooks_healthy
+        assert client.bus.webhooks_healthy
         assert client._wait_policy() is SHORT_FALLBACK
         assert "webhooks arrive again" in caplog.text
         gets = sb.count("get")
@@ -965,7 +965,7 @@ async def test_demotion_wakes_waits_asleep_on_the_slow_schedule() -> None:
         sb.complete(str(second.ticket_id))
         # A wait with its own fast policy learns the outcome by GET: webhooks have stopped.
         await first.wait_until_created(timeout=5, poll=FAST_POLL)
-        assert not client._webhooks_healthy
+        assert not client.bus.webhooks_healthy
         loop = asyncio.get_running_loop()
         started = loop.time()
         ticket = await asyncio.wait_for(sleeping, 5)
@@ -1008,10 +1008,10 @@ async def test_client_handler_counts_and_no_tasks_left(
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        assert client._hub.waiting() == 0
+        assert client.bus.waiting() == 0
         await sb.wait_until_processed(timeout=5)
         await sb.wait_for_webhooks(timeout=5)
-        assert client._last_webhook_at is not None
+        assert client.bus.last_webhook_at is not None
     no_tasks_left()
 
 

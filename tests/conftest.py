@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.helpers.redis_server import RedisServer, require_binary
+
 # CI runs the property tests derandomized: the same generated cases on every run, so a
 # red build is reproducible. Locally they explore new cases each run.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
@@ -84,3 +86,22 @@ def no_tasks_left() -> Callable[[], None]:
         assert others == [], others
 
     return check
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real ``redis-server`` for the whole run, on a free port in a temporary directory
+    (skipped without the binary, a failure under ``CI``). Tests use their own prefixes."""
+    server = RedisServer(require_binary(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` of the test's own, for tests that kill or pause it."""
+    server = RedisServer(require_binary(), tmp_path / "redis")
+    server.start()
+    yield server
+    server.close()

@@ -36,7 +36,7 @@ import string
 import sys
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from types import EllipsisType, TracebackType
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -225,11 +225,13 @@ class SandboxTicket:
 
 
 class WebhookDelivery(NamedTuple):
-    """One webhook delivery attempt: ``result`` is the HTTP status or an error description."""
+    """One webhook delivery attempt: ``result`` is the HTTP status or an error description,
+    ``url`` where it went (``None`` for a dropped one)."""
 
     ticket_id: str
     status: str
     result: int | str
+    url: str | None = None
 
 
 def _format_seconds(value: float) -> str:
@@ -437,7 +439,10 @@ class SkalaSandbox:
     - ``token_ttl``: ``expiresIn`` of newly issued tokens, in seconds;
     - ``webhook_url``, ``webhook_secret``, ``webhook_signature_header``, ``webhook_timeout``:
       where and how each outcome is POSTed, signed as reference section 6.4 describes
-      (compact, ASCII-escaped JSON; ``sha256=<hex>`` of HMAC-SHA256 over the raw body);
+      (compact, ASCII-escaped JSON; ``sha256=<hex>`` of HMAC-SHA256 over the raw body).
+      ``webhook_url`` may also be a list of URLs, the processes behind a load balancer:
+      each delivery (each copy of it) goes to one of them, ``webhook_balance="random"``
+      (default) or ``"round-robin"``; ``webhook_deliveries`` records which;
     - webhook faults, applied to each delivery and recorded in ``webhook_deliveries``:
       ``webhook_duplicates`` (extra copies of every delivery, sent concurrently),
       ``webhook_delay`` (seconds before each copy is sent, or a ``(min, max)`` tuple),
@@ -462,7 +467,8 @@ class SkalaSandbox:
         processing_delay: Delay = 0.05,
         outcome: Outcome = "CREATED",
         token_ttl: float = 36000,
-        webhook_url: str | None = None,
+        webhook_url: str | Sequence[str] | None = None,
+        webhook_balance: Literal["random", "round-robin"] = "random",
         webhook_secret: str | None = None,
         webhook_signature_header: str = DEFAULT_SIGNATURE_HEADER,
         webhook_timeout: float = 10.0,
@@ -486,6 +492,8 @@ class SkalaSandbox:
         self.outcome: Outcome = outcome
         self.token_ttl = token_ttl
         self.webhook_url = webhook_url
+        self.webhook_balance = webhook_balance
+        self._webhook_turn = itertools.count()
         self.webhook_secret = webhook_secret
         self.webhook_signature_header = webhook_signature_header
         self.webhook_timeout = webhook_timeout
@@ -909,9 +917,42 @@ class SkalaSandbox:
 
     # -- webhooks ----------------------------------------------------------------------------
 
+    @property
+    def webhook_url(self) -> str | list[str] | None:
+        """Where webhooks go: one URL, several (see ``webhook_balance``), or ``None``."""
+        return self._webhook_url
+
+    @webhook_url.setter
+    def webhook_url(self, value: str | Sequence[str] | None) -> None:
+        if value is None or isinstance(value, str):
+            self._webhook_url: str | list[str] | None = value
+            return
+        urls = list(value)
+        if not urls or not all(isinstance(u, str) and u for u in urls):
+            raise ValueError("webhook_url must be a URL, a non-empty list of URLs, or None")
+        self._webhook_url = urls
+
+    @property
+    def webhook_balance(self) -> Literal["random", "round-robin"]:
+        """How a delivery picks one of several ``webhook_url``: ``random`` or ``round-robin``."""
+        return self._webhook_balance
+
+    @webhook_balance.setter
+    def webhook_balance(self, value: Literal["random", "round-robin"]) -> None:
+        if value not in ("random", "round-robin"):
+            raise ValueError(f"webhook_balance must be 'random' or 'round-robin', got {value!r}")
+        self._webhook_balance = value
+
+    def _pick_url(self, urls: str | list[str]) -> str:
+        if isinstance(urls, str):
+            return urls
+        if self._webhook_balance == "round-robin":
+            return urls[next(self._webhook_turn) % len(urls)]
+        return random.choice(urls)
+
     def _send_webhook(self, ticket: SandboxTicket) -> None:
-        url = self.webhook_url
-        if not url or self._loop is None or self._state != "running":
+        urls = self.webhook_url
+        if not urls or self._loop is None or self._state != "running":
             return
         event = {
             "eventType": f"SUPPORT_TICKET.{ticket.status}",
@@ -942,6 +983,7 @@ class SkalaSandbox:
             seconds = random.uniform(*delay) if isinstance(delay, tuple) else delay
             if window > 0:
                 seconds += random.uniform(0, window)
+            url = self._pick_url(urls)
             task = self._loop.create_task(self._deliver(url, ticket, body, headers, seconds))
             self._webhook_tasks.add(task)
             assert self._webhooks_idle is not None
@@ -976,7 +1018,9 @@ class SkalaSandbox:
             raise
         except Exception as exc:
             result = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        self.webhook_deliveries.append(WebhookDelivery(ticket.ticket_id, ticket.status, result))
+        self.webhook_deliveries.append(
+            WebhookDelivery(ticket.ticket_id, ticket.status, result, url)
+        )
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -1,0 +1,581 @@
+"""``RedisBus``: the bus (:mod:`skala_async.bus`) shared by every process of a service.
+
+Install the extra (``pip install 'skala-async[redis]'``, redis-py's asyncio client) and give
+each process's client the same Redis::
+
+    from skala_async.redis import RedisBus
+
+    async with RedisBus.from_url("redis://127.0.0.1:6379/0", prefix="skala:") as bus, \\
+            skala.SkalaClient(client_id=..., client_secret=..., bus=bus) as client:
+        ...  # the bus is yours: the client never closes it
+
+What goes through Redis, under ``prefix``:
+
+* ticket news on the channel ``<prefix>news``: every final state learned anywhere (a
+  verified webhook, a wait's GET, ``get_ticket``) wakes the waits on that ticket in every
+  process; final states are also kept as ``<prefix>t:<ticket id>`` for ``ttl`` seconds
+  (24 h), so a wait that begins later, in any process, ends at once without a GET;
+* webhook health: a verified webhook anywhere puts every process's waits on the slow
+  fallback; a GET that finds an outcome no webhook brought, or a refused delivery, takes
+  them off it everywhere (``<prefix>webhooks`` remembers which, for processes that start
+  later);
+* webhook dedupe: ``<prefix>d:<ticket id>:<status>`` is claimed before ``on_event`` runs and
+  marked done after it; a callback that fails releases it, so Ripio's redelivery, wherever
+  it lands, runs it again. A claim whose process died expires after ``claim_ttl``;
+* the 429 pause: a ``Retry-After`` seen by one process pauses requests in all of them until
+  it ends (``<prefix>pause``, on Redis's clock).
+
+Redis trouble is never a failed wait. Every operation is bounded by ``op_timeout``; when
+Redis does not answer (down, paused, restarted, a network split) the bus logs one warning,
+each process carries on with its own view (a :class:`~skala_async.bus.LocalBus` underneath)
+and its waits poll on the normal schedule; webhooks deliver ``on_event`` de-duplicated per
+process only. It reconnects with capped, jittered backoff, subscribes again, and recovers
+what it missed from the kept final states; what it learned meanwhile is sent then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import secrets
+import urllib.parse
+import uuid
+from collections.abc import Awaitable
+from types import TracebackType
+from typing import Any
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("skala_async.redis needs redis-py: pip install 'skala-async[redis]'") from exc
+
+from .bus import KEPT_IN_PROCESS, Claim, KeptTicket, LocalBus
+from .models import Ticket, TicketStatus
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_TTL", "RedisBus"]
+
+log = logging.getLogger("skala_async.redis")
+
+#: Default key and channel prefix.
+DEFAULT_PREFIX = "skala:"
+#: Default lifetime of kept final states and of "done" dedupe marks, in seconds (24 h).
+DEFAULT_TTL = 24 * 3600.0
+
+_DONE = b"done"
+_MGET_CHUNK = 500
+_OUTBOX_LIMIT = 100_000
+_UNSYNCED_LIMIT = 10_000
+
+# Raise a pause only if the new one ends later than the one in force (Redis's clock).
+_PAUSE = """
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+  return 1
+end
+return 0
+"""
+# Claim a callback: run it (and hold the claim), or say it is done or in flight elsewhere.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 'run'
+end
+if v == 'done' then return 'done' end
+return 'busy'
+"""
+# Release a claim only if it is still ours (it may have expired and been taken since).
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_Trouble = (RedisError, OSError, asyncio.TimeoutError, EOFError)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password or user name (for reprs and logs)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+class RedisBus(LocalBus):
+    """The bus on Redis: news, webhook health, dedupe and the 429 pause for every process.
+
+    Args:
+        url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` for TLS, or
+            ``unix:///path/to/redis.sock``. The password never appears in a repr or a log.
+        prefix: put in front of every key and channel (several services or environments
+            can share one Redis).
+        ttl: seconds final states and "done" dedupe marks are kept (24 h).
+        claim_ttl: seconds a running callback's claim lasts if its process dies (300).
+        claim_wait: seconds a copy of an event waits while another process runs its
+            callback, before it is answered ``503`` to be delivered again (5).
+        op_timeout: seconds any Redis operation may take before Redis counts as away (0.5).
+        ping_interval: seconds between liveness checks of the connection (1).
+        reconnect: ``(first, largest)`` delay between reconnection attempts, seconds.
+        kept: final states also kept in this process's memory.
+        **redis_options: passed to ``redis.asyncio.Redis.from_url`` (``ssl_ca_certs``...).
+
+    Use it as ``async with``, or call :meth:`start` and :meth:`close`; it binds to the event
+    loop that starts it. Neither fails when Redis is unreachable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl: float = DEFAULT_TTL,
+        claim_ttl: float = 300.0,
+        claim_wait: float = 5.0,
+        op_timeout: float = 0.5,
+        ping_interval: float = 1.0,
+        reconnect: tuple[float, float] = (0.1, 5.0),
+        kept: int = KEPT_IN_PROCESS,
+        **redis_options: Any,
+    ) -> None:
+        super().__init__(kept=kept)
+        if not isinstance(url, str) or not url:
+            raise ValueError("url must be a Redis URL such as redis://127.0.0.1:6379/0")
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a string")
+        self.ttl = _positive("ttl", ttl)
+        self.claim_ttl = _positive("claim_ttl", claim_ttl)
+        self.claim_wait = _positive("claim_wait", claim_wait)
+        self.op_timeout = _positive("op_timeout", op_timeout)
+        self.ping_interval = _positive("ping_interval", ping_interval)
+        first, largest = reconnect
+        self._backoff = (_positive("reconnect", first), _positive("reconnect", largest))
+        self.prefix = prefix
+        self._url = url
+        self._display = _safe_url(url)
+        # Commands fail fast (op_timeout); the subscriber's connection waits for messages.
+        common: dict[str, Any] = {
+            "socket_connect_timeout": self.op_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            **redis_options,
+        }
+        try:
+            self._redis = aioredis.Redis.from_url(url, socket_timeout=self.op_timeout, **common)
+            self._sub_redis = aioredis.Redis.from_url(url, socket_timeout=None, **common)
+        except ValueError as exc:
+            raise ValueError(f"not a usable Redis URL ({exc})") from None
+        self._channel = (prefix + "news").encode()
+        self._origin = secrets.token_hex(8)
+        self._claim_serial = 0
+        self._up = False
+        self._ever_up = False
+        self._warned = False
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._connected: asyncio.Event | None = None
+        self._outbox: collections.deque[tuple[str, Any]] = collections.deque(maxlen=_OUTBOX_LIMIT)
+        self._outbox_ready: asyncio.Event | None = None
+        self._unsynced_done: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._claims: dict[str, str] = {}
+        self._claim_script = self._redis.register_script(_CLAIM)
+        self._release_script = self._redis.register_script(_RELEASE)
+        #: Times the bus lost Redis, and times it connected (the first time included).
+        self.outages = 0
+        self.reconnects = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = DEFAULT_PREFIX, **kwargs: Any) -> RedisBus:
+        """A bus on the Redis at ``url`` (see the class for the keyword arguments)."""
+        return cls(url, prefix=prefix, **kwargs)
+
+    def __repr__(self) -> str:
+        state = "connected" if self._up else "closed" if self._closed else "away"
+        health = "webhooks arriving" if self.webhooks_healthy else "polling"
+        return (
+            f"<RedisBus {self._display} prefix={self.prefix!r} {state}, {health}, "
+            f"{self.waiting()} waiting>"
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether Redis answers right now (otherwise this process runs on its own view)."""
+        return self._up
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RedisBus:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self, timeout: float | None = None) -> None:
+        """Connect (in the background) and wait up to ``timeout`` (default: twice
+        ``op_timeout``) for it; an unreachable Redis is not an error."""
+        if self._closed:
+            raise RuntimeError("this RedisBus is closed")
+        self._ensure_started()
+        assert self._connected is not None
+        limit = 2 * self.op_timeout if timeout is None else timeout
+        waiter = asyncio.ensure_future(self._connected.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=limit)
+        finally:
+            waiter.cancel()
+
+    def _ensure_started(self) -> None:
+        if self._task is None and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._connected = asyncio.Event()
+            self._outbox_ready = asyncio.Event()
+            if self._outbox:
+                self._outbox_ready.set()
+            self._task = loop.create_task(self._supervise(), name="skala-redis-bus")
+
+    async def close(self) -> None:
+        """Stop, after sending what is still queued (within ``op_timeout``); close the
+        connections. Waits sleeping on the bus carry on polling."""
+        if self._closed:
+            return
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._up and self._outbox:
+            try:
+                await asyncio.wait_for(self._flush(), self.op_timeout)
+            except _Trouble:
+                log.info("Redis bus closed with %d messages unsent", len(self._outbox))
+        self._up = False
+        await self._redis.aclose()
+        await self._sub_redis.aclose()
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _ticket_key(self, ticket_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}t:{ticket_id}"
+
+    def _claim_key(self, key: str) -> str:
+        return f"{self.prefix}d:{key}"
+
+    # -- ticket news ------------------------------------------------------------------------
+
+    def publish(self, ticket: Ticket, *, webhook: bool = False) -> None:
+        was_healthy = self._healthy
+        self._local_news(ticket, webhook)
+        if webhook and not was_healthy:
+            self._send(("health", True))
+        # Only final states travel: PENDING is the answer to every create, news to no one.
+        if ticket.is_final:
+            self._send(("news", (ticket, webhook)))
+
+    async def kept(self, ticket_id: uuid.UUID) -> KeptTicket | None:
+        known = self.kept_here(ticket_id)
+        if known is not None or not self._up:
+            return known
+        raw = await self._ask(self._redis.get(self._ticket_key(ticket_id)))
+        found = self._kept_from(ticket_id, raw)
+        if found is not None:
+            self._keep(found.ticket, found.webhook)
+        return found
+
+    @staticmethod
+    def _kept_from(ticket_id: uuid.UUID, raw: object) -> KeptTicket | None:
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            data = json.loads(raw)
+            ticket = Ticket(ticket_id, TicketStatus(data["s"]), data.get("k"))
+            return KeptTicket(ticket, bool(data.get("w")))
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable kept state of ticket %s in Redis; ignored", ticket_id)
+            return None
+
+    # -- webhook health ---------------------------------------------------------------------
+
+    @property
+    def webhooks_healthy(self) -> bool:
+        # Without Redis, news from other processes cannot arrive: poll normally.
+        return self._healthy and self._up
+
+    async def check_missed(self, ticket_id: uuid.UUID) -> bool:
+        known = self.kept_here(ticket_id)
+        if known is not None and known.webhook:
+            return False
+        if self._up:
+            raw = await self._ask(self._redis.get(self._ticket_key(ticket_id)))
+            found = self._kept_from(ticket_id, raw)
+            if found is not None and found.webhook:
+                self._keep(found.ticket, True)
+                return False  # it reached another process
+        self._unhealthy()
+        return True
+
+    def webhook_refused(self) -> None:
+        self._unhealthy()
+
+    def _unhealthy(self) -> None:
+        self._set_healthy(False)
+        self._send(("health", False))
+
+    # -- webhook dedupe ---------------------------------------------------------------------
+
+    async def claim(self, key: str) -> Claim:
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        self._claim_serial += 1
+        token = f"run:{self._origin}:{self._claim_serial}"
+        give_up = loop.time() + self.claim_wait
+        pause = 0.02
+        while self._up:
+            verdict = await self._ask(
+                self._claim_script(
+                    keys=[self._claim_key(key)],
+                    args=[token, int(self.claim_ttl * 1000)],
+                )
+            )
+            if verdict == b"run":
+                self._claims[key] = token
+                return Claim.RUN
+            if verdict == _DONE:
+                return Claim.DONE
+            if verdict is None:  # Redis went away: on our own from here
+                break
+            if loop.time() + pause > give_up:
+                return Claim.BUSY
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        # Without Redis: this process's receiver de-duplicates on its own; the claim is
+        # written to Redis when it is back.
+        self._claims.pop(key, None)
+        return Claim.RUN
+
+    async def settle(self, key: str, delivered: bool) -> None:
+        token = self._claims.pop(key, None)
+        if delivered:
+            if self._up:
+                done = await self._ask(
+                    self._redis.set(self._claim_key(key), _DONE, ex=int(self.ttl))
+                )
+                if done is not None:
+                    return
+            self._unsynced_done[key] = None
+            while len(self._unsynced_done) > _UNSYNCED_LIMIT:
+                self._unsynced_done.popitem(last=False)
+        elif token is not None and self._up:
+            await self._ask(self._release_script(keys=[self._claim_key(key)], args=[token]))
+
+    # -- the 429 pause ----------------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        self._pause_for(seconds)
+        self._send(("pause", seconds))
+
+    # -- talking to Redis -------------------------------------------------------------------
+
+    async def _ask(self, command: Awaitable[Any]) -> Any:
+        """Run one command; ``None`` (and Redis marked away) if it fails or is slow."""
+        try:
+            return await command
+        except _Trouble as exc:
+            self._away(exc)
+            return None
+
+    def _send(self, item: tuple[str, Any]) -> None:
+        self._outbox.append(item)
+        self._ensure_started()
+        if self._up and self._outbox_ready is not None:
+            self._outbox_ready.set()
+
+    def _away(self, exc: BaseException | None) -> None:
+        if not self._up:
+            return
+        self._up = False
+        self.outages += 1
+        if self._connected is not None:
+            self._connected.clear()
+        reason = type(exc).__name__ if exc is not None else "no answer"
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "Redis bus %s is unreachable (%s): carrying on with this process's view "
+                "and normal polling; reconnecting in the background",
+                self._display,
+                reason,
+            )
+        else:
+            log.info("Redis bus %s is unreachable again (%s)", self._display, reason)
+        # Waits asleep on the slow fallback schedule adopt the normal one now.
+        if self._healthy:
+            self._policy_changed()
+        if self._task is not None and self._task is not asyncio.current_task():
+            self._task.cancel()  # the supervisor starts over
+            self._task = None
+            self._ensure_started()
+
+    async def _supervise(self) -> None:
+        first, largest = self._backoff
+        delay = first
+        while True:
+            reconnects = self.reconnects
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._away(exc)
+                if not self._ever_up and not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "Redis bus %s is unreachable (%s): carrying on with this process's "
+                        "view and normal polling; connecting in the background",
+                        self._display,
+                        type(exc).__name__,
+                    )
+            if self.reconnects != reconnects:
+                delay = first  # it was connected: the next attempt starts the backoff over
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(largest, delay * 2)
+
+    async def _serve(self) -> None:
+        pubsub = self._sub_redis.pubsub()
+        try:
+            await asyncio.wait_for(pubsub.subscribe(self._channel), self.op_timeout)
+            await asyncio.wait_for(self._recover(), 4 * self.op_timeout)
+            was_away = self._ever_up
+            self._up = True
+            self._ever_up = True
+            self.reconnects += 1
+            if was_away:
+                log.info("Redis bus %s is back; shared view restored", self._display)
+            assert self._connected is not None
+            assert self._outbox_ready is not None
+            self._connected.set()
+            self._outbox_ready.set()
+            tasks = [
+                asyncio.ensure_future(self._listen(pubsub)),
+                asyncio.ensure_future(self._ping()),
+                asyncio.ensure_future(self._sender()),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # raise what ended it
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            try:
+                await asyncio.wait_for(pubsub.aclose(), self.op_timeout)  # type: ignore[no-untyped-call]
+            except (*_Trouble, RuntimeError):
+                pass
+
+    async def _recover(self) -> None:
+        """After (re)connecting: health, pause, and the news this process missed."""
+        r = self._redis
+        health = await r.get(self.prefix + "webhooks")
+        if health == b"up":
+            self._set_healthy(True, quiet=True)
+        elif health == b"down":
+            self._set_healthy(False)
+        left = await r.pttl(self.prefix + "pause")
+        if isinstance(left, int) and left > 0:
+            self._pause_for(left / 1000)
+        ids = self.waiting_ids()
+        for start in range(0, len(ids), _MGET_CHUNK):
+            chunk = ids[start : start + _MGET_CHUNK]
+            values = await r.mget([self._ticket_key(t) for t in chunk])
+            for ticket_id, raw in zip(chunk, values, strict=True):
+                found = self._kept_from(ticket_id, raw)
+                if found is not None:
+                    self._local_news(found.ticket, False)
+                    self._keep(found.ticket, found.webhook)
+        if self._unsynced_done:
+            pipe = r.pipeline(transaction=False)
+            for key in self._unsynced_done:
+                pipe.set(self._claim_key(key), _DONE, ex=int(self.ttl))
+            await pipe.execute()
+            self._unsynced_done.clear()
+
+    async def _listen(self, pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            if message is not None and message.get("type") == "message":
+                self._on_message(message.get("data"))
+
+    def _on_message(self, data: object) -> None:
+        try:
+            msg = json.loads(data)  # type: ignore[arg-type]
+            if msg.get("o") == self._origin:
+                return
+            if "t" in msg:
+                ticket = Ticket(uuid.UUID(msg["t"]), TicketStatus(msg["s"]), msg.get("k"))
+                self._local_news(ticket, bool(msg.get("w")))
+            elif "h" in msg:
+                self._set_healthy(bool(msg["h"]))
+            elif "p" in msg:
+                self._pause_for(float(msg["p"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("unreadable message on the Redis bus; ignored")
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            await self._redis.ping()
+
+    async def _sender(self) -> None:
+        assert self._outbox_ready is not None
+        while True:
+            await self._outbox_ready.wait()
+            self._outbox_ready.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._outbox:
+            batch = list(self._outbox)
+            pipe = self._redis.pipeline(transaction=False)
+            for kind, value in batch:
+                self._stage(pipe, kind, value)
+            await pipe.execute()
+            for _ in batch:  # sent: only now leave the outbox
+                self._outbox.popleft()
+
+    def _stage(self, pipe: Any, kind: str, value: Any) -> None:
+        msg: dict[str, Any] = {"o": self._origin}
+        if kind == "news":
+            ticket, webhook = value
+            tid = str(ticket.ticket_id)
+            state = {"s": ticket.status.value, "k": ticket.issue_key, "w": int(webhook)}
+            # A webhook's word replaces a GET's; a GET's never replaces what is there.
+            pipe.set(self._ticket_key(tid), json.dumps(state), ex=int(self.ttl), nx=not webhook)
+            msg.update(t=tid, **state)
+        elif kind == "health":
+            pipe.set(self.prefix + "webhooks", b"up" if value else b"down", ex=int(self.ttl))
+            msg["h"] = int(value)
+        else:
+            pipe.eval(_PAUSE, 1, self.prefix + "pause", max(1, int(value * 1000)))
+            msg["p"] = value
+        pipe.publish(self._channel, json.dumps(msg))

@@ -129,7 +129,7 @@ class RedisBus(LocalBus):
         claim_ttl: seconds a running callback's claim lasts if its process dies (300).
         claim_wait: seconds a copy of an event waits while another process runs its
             callback, before it is answered ``503`` to be delivered again (5).
-        op_timeout: seconds any Redis operation may take before Redis counts as away (0.5).
+        op_timeout: seconds any Redis operation may take before Redis counts as away (1).
         ping_interval: seconds between liveness checks of the connection (1).
         reconnect: ``(first, largest)`` delay between reconnection attempts, seconds.
         kept: final states also kept in this process's memory.
@@ -147,7 +147,7 @@ class RedisBus(LocalBus):
         ttl: float = DEFAULT_TTL,
         claim_ttl: float = 300.0,
         claim_wait: float = 5.0,
-        op_timeout: float = 0.5,
+        op_timeout: float = 1.0,
         ping_interval: float = 1.0,
         reconnect: tuple[float, float] = (0.1, 5.0),
         kept: int = KEPT_IN_PROCESS,

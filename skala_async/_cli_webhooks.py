@@ -3,6 +3,7 @@
 ::
 
     skala-tickets webhooks listen --port 8080 --secret S    # print each verified event
+    skala-tickets webhooks listen --redis redis://127.0.0.1:6379/0   # ... and publish it
     skala-tickets webhooks sign event.json --secret S       # the signature header for a file
 
 The secret defaults to ``$SKALA_WEBHOOK_SECRET`` (prefer it: command lines are visible to
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from .cli import _Run
 
 SECRET_ENV = "SKALA_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
+REDIS_ENV = "SKALA_REDIS_URL"
 
 WEBHOOKS_EPILOG = f"""\
 secret: --secret, or ${SECRET_ENV} (prefer the environment: command lines are visible to
@@ -35,6 +37,10 @@ secret: --secret, or ${SECRET_ENV} (prefer the environment: command lines are vi
 listen answers 401 for a missing or wrong signature, 400 for a malformed or stale event,
   413 for a body over 64 KiB, 200 otherwise (events of other families are acknowledged and
   not printed; a repeated (ticket id, status) is printed once).
+
+listen --redis URL (or ${REDIS_ENV}; needs the [redis] extra) also publishes each verified
+  event on the Redis bus: the waits of every process sharing it wake, and an event is
+  printed once across all the listeners sharing it. Redis being away is not fatal.
 
 try it:
   skala-tickets webhooks listen --port 8080 &
@@ -91,7 +97,10 @@ async def _cmd_listen(run: _Run) -> int:
         else:
             run.say(_event_line(event))
 
-    receiver = WebhookReceiver(secrets, on_event, tolerance=args.tolerance)
+    bus = _redis_bus(run)
+    if bus is not None:
+        await bus.start()
+    receiver = WebhookReceiver(secrets, on_event, bus=bus, tolerance=args.tolerance)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", receiver.handle)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=0.5)
@@ -110,17 +119,41 @@ async def _cmd_listen(run: _Run) -> int:
         host, port = runner.addresses[0][:2]
         host = f"[{host}]" if ":" in host else host
         url = f"http://{host}:{port}/"
+        shared = bus.url if bus is not None else None
         if run.json:
-            run.emit({"url": url})
+            run.emit({"url": url, "redis": shared})
         else:
             run.say(f"Listening for webhooks on {url} (any path); Ctrl-C to stop")
+            if shared is not None:
+                run.say(f"Publishing each verified event on the Redis bus at {shared}")
         await stop.wait()  # SIGTERM; Ctrl-C arrives as KeyboardInterrupt via asyncio.run
     finally:
         undo_logging()
         undo_sigterm()
         await runner.cleanup()
+        if bus is not None:
+            await bus.close()
     print("webhook listener stopped", file=run.stderr, flush=True)
     return EXIT_OK
+
+
+def _redis_bus(run: _Run) -> Any:
+    """The ``RedisBus`` of ``--redis`` / ``$SKALA_REDIS_URL``, or ``None``."""
+    from .cli import EXIT_USAGE, _Failure
+
+    url: str | None = run.args.redis or os.environ.get(REDIS_ENV) or None
+    if url is None:
+        return None
+    try:
+        from .redis import RedisBus
+    except ImportError:
+        raise _Failure(
+            EXIT_USAGE, "--redis needs redis-py: pip install 'skala-async[redis]'"
+        ) from None
+    try:
+        return RedisBus.from_url(url, prefix=run.args.redis_prefix)
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, f"--redis: {exc}") from None
 
 
 def _refusals_to_stderr(run: _Run) -> Callable[[], None]:
@@ -196,6 +229,17 @@ def add_parser(
         action="append",
         metavar="SECRET",
         help=f"the shared secret (default: ${SECRET_ENV}); repeat during a rotation",
+    )
+    listen.add_argument(
+        "--redis",
+        metavar="URL",
+        help=f"also publish each event on the Redis bus at URL (default: ${REDIS_ENV})",
+    )
+    listen.add_argument(
+        "--redis-prefix",
+        default="skala:",
+        metavar="PREFIX",
+        help="key and channel prefix on Redis (default skala:)",
     )
     listen.add_argument(
         "--tolerance",

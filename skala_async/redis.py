@@ -212,6 +212,11 @@ class RedisBus(LocalBus):
         )
 
     @property
+    def url(self) -> str:
+        """The Redis URL, without a user name or password."""
+        return self._display
+
+    @property
     def connected(self) -> bool:
         """Whether Redis answers right now (otherwise this process runs on its own view)."""
         return self._up

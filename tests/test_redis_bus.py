@@ -448,3 +448,17 @@ async def test_redis_paused_longer_than_a_poll_interval(
             own_redis.resume()
         await until(lambda: bus_a.connected and bus_b.connected)
     assert skala_sandbox.count("create") == 2
+
+
+def test_redis_is_imported_only_by_skala_async_redis() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, skala_async, skala_async.bus, skala_async.webhooks, skala_async.cli, "
+        "skala_async.testing, skala_async.sync; print('redis' in sys.modules)"
+    )
+    out = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "False"

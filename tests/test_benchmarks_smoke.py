@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.redis_server import require_binary
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
@@ -21,9 +23,12 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
         ("bench_import.py", "| import"),
         ("bench_bulk.py", "| implementation"),
         ("bench_wait.py", "| waiting"),
+        ("bench_replicas.py", "| mode"),
     ],
 )
 def test_benchmark_quick_mode(script: str, header: str) -> None:
+    if script == "bench_replicas.py":
+        require_binary()  # its own redis-server
     result = subprocess.run(  # noqa: S603 - our own interpreter and scripts
         [sys.executable, str(BENCHMARKS / script), "--quick", "--no-check"],
         capture_output=True,

@@ -8,7 +8,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import aiohttp
 import pytest
@@ -353,3 +353,53 @@ async def test_serves_on_ipv6_loopback() -> None:
         assert sandbox.count("get", status=404) == 1
     finally:
         await sandbox.close()
+
+
+async def test_webhooks_to_several_urls_as_a_load_balancer() -> None:
+    from aiohttp import web
+
+    from tests.test_webhooks import serve
+
+    got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+
+    def receiver(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handle(request: web.Request) -> web.Response:
+            got[name].append(json.loads(await request.read())["supportTicket"]["ticketId"])
+            return web.Response(text="ok")
+
+        return handle
+
+    with pytest.raises(ValueError, match="webhook_balance"):
+        SkalaSandbox(webhook_balance="sticky")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty list"):
+        SkalaSandbox(webhook_url=[])
+    async with (
+        serve(receiver("a")) as a,
+        serve(receiver("b")) as b,
+        serve(receiver("c")) as c,
+        SkalaSandbox(
+            webhook_url=[a, b, c], webhook_balance="round-robin", processing_delay=None
+        ) as sb,
+        sandbox_client(sb) as client,
+    ):
+        ids = [
+            str((await client.create_ticket(sb.customer_id, f"T{i}", "D")).ticket_id)
+            for i in range(6)
+        ]
+        for tid in ids:
+            sb.complete(tid, "CREATED")
+            await sb.wait_for_webhooks(timeout=10)  # one at a time: the order is the turn
+        assert got == {"a": ids[0::3], "b": ids[1::3], "c": ids[2::3]}
+        assert [d.url for d in sb.webhook_deliveries] == [a, b, c, a, b, c]
+        # At random, every delivery still reaches exactly one of them.
+        sb.webhook_balance = "random"
+        more = [
+            str((await client.create_ticket(sb.customer_id, f"R{i}", "D")).ticket_id)
+            for i in range(30)
+        ]
+        for tid in more:
+            sb.complete(tid, "CREATED")
+        await sb.wait_for_webhooks(timeout=10)
+        landed = [tid for name in got for tid in got[name] if tid in more]
+        assert sorted(landed) == sorted(more)
+        assert all(any(t in more for t in got[name]) for name in got)  # 30 draws: all hit

@@ -101,11 +101,6 @@ async def main(config: dict[str, Any]) -> None:
 
 async def _run(client: skala.SkalaClient, config: dict[str, Any]) -> dict[str, Any]:
     name = config["name"]
-    handles = []
-    for i in range(config["count"]):
-        handles.append(
-            await client.create_ticket(config["customer_id"], f"{name} ticket {i}", "replica")
-        )
 
     async def wait(handle: skala.TicketHandle) -> dict[str, Any]:
         try:
@@ -117,6 +112,7 @@ async def _run(client: skala.SkalaClient, config: dict[str, Any]) -> dict[str, A
         except skala.WaitTimeoutError:
             status, key = "TIMEOUT", None
         return {
+            "name": name,
             "ticket_id": str(handle.ticket_id),
             "status": status,
             "issue_key": key,
@@ -124,7 +120,16 @@ async def _run(client: skala.SkalaClient, config: dict[str, Any]) -> dict[str, A
             "ended_at": time.time(),
         }
 
-    results = await asyncio.gather(*(wait(h) for h in handles))
+    waits = []
+    pace = config.get("pace", 0.0)  # seconds between two creates, as requests would come
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(config["count"]):  # each wait begins as soon as its ticket is accepted
+        if pace:
+            await asyncio.sleep(max(0.0, start + i * pace - loop.time()))
+        handle = await client.create_ticket(config["customer_id"], f"{name} ticket {i}", "r")
+        waits.append(asyncio.ensure_future(wait(handle)))
+    results = await asyncio.gather(*waits)
     return {"name": name, "results": results, "requests": dict(client.request_counts)}
 
 

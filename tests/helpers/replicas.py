@@ -32,14 +32,28 @@ class RunReport:
     def gets_per_ticket(self) -> float:
         return self.requests.get("get", 0) / max(1, len(self.results))
 
-    def lags(self) -> list[float]:
-        """Seconds from a webhook reaching any process to the wait on it ending."""
-        arrived = {e["ticket_id"]: e["at"] for e in self.events}
-        return sorted(
-            r["ended_at"] - arrived[r["ticket_id"]]
-            for r in self.results
-            if r["ticket_id"] in arrived and r["polls"] == 0
-        )
+    def lags(self, where: str = "any") -> list[float]:
+        """Seconds from each ticket's webhook reaching a process to its wait ending:
+        ``where`` the webhook landed: ``any``, ``same`` (the waiting process), ``other``."""
+        arrived = {e["ticket_id"]: (e["at"], e["by"]) for e in self.events}
+        lags = []
+        for r in self.results:
+            if r["ticket_id"] not in arrived:
+                continue
+            at, by = arrived[r["ticket_id"]]
+            if where == "any" or (where == "same") == (by == r["name"]):
+                lags.append(r["ended_at"] - at)
+        return sorted(lags)
+
+    @property
+    def duplicate_events(self) -> int:
+        """``on_event`` calls beyond the first for a (ticket, status)."""
+        return len(self.events) - len({(e["ticket_id"], e["status"]) for e in self.events})
+
+    @property
+    def ended(self) -> int:
+        """Waits that ended with a final status (not by their deadline)."""
+        return sum(r["status"] in ("CREATED", "FAILED") for r in self.results)
 
 
 async def run_replicas(
@@ -52,6 +66,7 @@ async def run_replicas(
     poll: dict[str, float] | None = None,
     webhook_poll: dict[str, float] | None = None,
     wait_timeout: float = 60.0,
+    pace: float = 0.0,
     during: Callable[[], Awaitable[None]] | None = None,
     start_timeout: float = 60.0,
 ) -> RunReport:
@@ -76,6 +91,7 @@ async def run_replicas(
                     "poll": poll,
                     "webhook_poll": webhook_poll,
                     "wait_timeout": wait_timeout,
+                    "pace": pace,
                     "events_file": str(events_file),
                 }
                 procs.append(
@@ -88,6 +104,7 @@ async def run_replicas(
                         stdout=asyncio.subprocess.PIPE,
                         cwd=str(ROOT),
                         env=env,
+                        limit=64 * 1024 * 1024,  # the report is one line of JSON
                     )
                 )
             urls = [await asyncio.wait_for(_expect(p, "ready"), start_timeout) for p in procs]

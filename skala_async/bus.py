@@ -95,7 +95,7 @@ class TicketBus(Protocol):
 
     def add_waiter(self, ticket_id: uuid.UUID, waiter: asyncio.Future[Ticket | None]) -> None:
         """Resolve ``waiter`` with the next news of ``ticket_id`` (``None``: look again at
-        the poll policy, it changed)."""
+        the poll policy, it changed), or at once with a final state already kept here."""
 
     def discard_waiter(self, ticket_id: uuid.UUID, waiter: asyncio.Future[Ticket | None]) -> None:
         """Forget a waiter added with :meth:`add_waiter` (resolved or not)."""
@@ -217,6 +217,10 @@ class LocalBus:
 
     def add_waiter(self, ticket_id: uuid.UUID, waiter: asyncio.Future[Ticket | None]) -> None:
         self._waiters.setdefault(ticket_id, set()).add(waiter)
+        # News that came while the wait was busy elsewhere (asking Redis, say) is not lost.
+        known = self._kept.get(ticket_id)
+        if known is not None and not waiter.done():
+            waiter.set_result(known.ticket)
 
     def discard_waiter(self, ticket_id: uuid.UUID, waiter: asyncio.Future[Ticket | None]) -> None:
         futs = self._waiters.get(ticket_id)

@@ -20,7 +20,6 @@ from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from ._protocol import RawResponse, Request
 from ._transport import ProgressCallback, Timeouts, Transport
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, Waits
-from .bulk import BulkInputs, BulkReport, BulkResult, report_of, submit_many
 from .bus import LocalBus, TicketBus
 from .errors import (
     ApiError,
@@ -34,6 +33,7 @@ from .models import FileLike, Ticket, TicketDraft
 if TYPE_CHECKING:
     import aiohttp
 
+    from .bulk import BulkInputs, BulkReport, BulkResult
     from .webhooks import AiohttpHandler, EventCallback, Secrets
 
 __all__ = ["PRODUCTION_URL", "SANDBOX_URL", "SkalaClient"]
@@ -296,6 +296,8 @@ class SkalaClient:
             resend_uncertain: with a journal, send again the inputs a previous run may
                 have created (it died while sending them, or the answer was ambiguous).
         """
+        from .bulk import submit_many  # loaded on first use: sqlite3 is not cheap to import
+
         return submit_many(
             self,
             drafts,
@@ -312,6 +314,8 @@ class SkalaClient:
         **kwargs: Any,
     ) -> BulkReport:
         """Like :meth:`submit_many`, collected into a :class:`BulkReport` (input order)."""
+        from .bulk import report_of
+
         return report_of([r async for r in self.submit_many(drafts, **kwargs)])
 
     # ------------------------------------------------------------------ webhooks

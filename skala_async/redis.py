@@ -52,6 +52,7 @@ try:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("skala_async.redis needs redis-py: pip install 'skala-async[redis]'") from exc
 
@@ -312,9 +313,12 @@ class RedisBus(LocalBus):
             return None
         try:
             data = json.loads(raw)
-            ticket = Ticket(ticket_id, TicketStatus(data["s"]), data.get("k"))
+            key = data.get("k")
+            ticket = Ticket(ticket_id, TicketStatus(data["s"]), key)
+            if not ticket.is_final or not (key is None or isinstance(key, str)):
+                raise ValueError("not a final state")
             return KeptTicket(ticket, bool(data.get("w")))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable kept state of ticket %s in Redis; ignored", ticket_id)
             return None
 
@@ -335,14 +339,14 @@ class RedisBus(LocalBus):
             if found is not None and found.webhook:
                 self._keep(found.ticket, True)
                 return False  # it reached another process
-        self._unhealthy()
+        self._unhealthy("webhooks seem not to arrive")
         return True
 
-    def webhook_refused(self) -> None:
-        self._unhealthy()
+    def webhook_refused(self, why: str) -> None:
+        self._unhealthy(why)
 
-    def _unhealthy(self) -> None:
-        self._set_healthy(False)
+    def _unhealthy(self, why: str) -> None:
+        self._set_healthy(False, why=why)
         self._send(("health", False))
 
     # -- webhook dedupe ---------------------------------------------------------------------
@@ -401,9 +405,14 @@ class RedisBus(LocalBus):
     # -- talking to Redis -------------------------------------------------------------------
 
     async def _ask(self, command: Awaitable[Any]) -> Any:
-        """Run one command; ``None`` (and Redis marked away) if it fails or is slow."""
+        """Run one command; ``None`` if it fails or is slow. A lost connection marks Redis
+        away at once; a slow answer alone does not (a busy machine can stall this process
+        for a moment): the liveness check decides."""
         try:
             return await command
+        except (RedisTimeoutError, asyncio.TimeoutError) as exc:
+            log.debug("Redis bus: no answer within %g s (%s)", self.op_timeout, exc)
+            return None
         except _Trouble as exc:
             self._away(exc)
             return None
@@ -537,8 +546,10 @@ class RedisBus(LocalBus):
             if msg.get("o") == self._origin:
                 return
             if "t" in msg:
-                ticket = Ticket(uuid.UUID(msg["t"]), TicketStatus(msg["s"]), msg.get("k"))
-                self._local_news(ticket, bool(msg.get("w")))
+                found = self._kept_from(uuid.UUID(msg["t"]), json.dumps(msg).encode())
+                if found is None:
+                    return
+                self._local_news(found.ticket, found.webhook)
             elif "h" in msg:
                 self._set_healthy(bool(msg["h"]))
             elif "p" in msg:
@@ -547,16 +558,36 @@ class RedisBus(LocalBus):
             log.warning("unreadable message on the Redis bus; ignored")
 
     async def _ping(self) -> None:
+        slow = 0
         while True:
             await asyncio.sleep(self.ping_interval)
-            await self._redis.ping()
+            try:
+                await self._redis.ping()
+                slow = 0
+            except (RedisTimeoutError, asyncio.TimeoutError):
+                # Twice in a row: Redis is stalled (paused, overloaded, cut off), not this
+                # process for a moment.
+                slow += 1
+                if slow >= 2:
+                    raise
 
     async def _sender(self) -> None:
         assert self._outbox_ready is not None
+        slow = 0
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            await self._flush()
+            try:
+                await self._flush()
+                slow = 0
+            except (RedisTimeoutError, asyncio.TimeoutError):
+                # As for the liveness check: twice in a row is Redis, once may be us. What
+                # was not confirmed stays queued (sending it twice is harmless: news and
+                # marks are idempotent).
+                slow += 1
+                if slow >= 2:
+                    raise
+                self._outbox_ready.set()
 
     async def _flush(self) -> None:
         while self._outbox:

@@ -508,7 +508,10 @@ class WebhookReceiver:
        since one endpoint may receive them all;
     4. a repeated delivery of a (ticket id, status) already delivered is acknowledged with
        ``200`` and not passed on; a copy arriving while the first is being handled waits
-       for it;
+       for it. With a bus shared by several processes (``client=`` or ``bus=``), the
+       (ticket id, status) is also claimed on the bus first: delivered by another process
+       is a ``200`` duplicate, being handled by another one is a ``503`` (delivered again
+       later);
     5. ``on_event(event)`` is called (a function or a coroutine function). If it raises, the
        error is logged and the answer is ``500`` so that Ripio delivers again, and the event
        is not remembered as delivered; otherwise the answer is ``200``.

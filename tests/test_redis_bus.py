@@ -234,7 +234,7 @@ async def test_a_missed_webhook_anywhere_puts_every_process_back_on_normal_polli
         # A refused delivery is evidence too (the receiver tells the bus).
         assert await deliver(http, hook, event_body(str(uuid.uuid4()))) == 200
         await until(lambda: bus_b.webhooks_healthy)
-        bus_a.webhook_refused()
+        bus_a.webhook_refused("a webhook delivery was refused (401 invalid signature)")
         await until(lambda: not bus_b.webhooks_healthy)
     assert "webhooks seem not to arrive" in caplog.text
 
@@ -462,3 +462,29 @@ def test_redis_is_imported_only_by_skala_async_redis() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_hostile_content_in_redis_is_ignored_not_trusted(
+    redis_server: RedisServer, skala_sandbox: SkalaSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis.asyncio as aioredis
+
+    skala_sandbox.processing_delay = 0.05
+    pfx = prefix()
+    raw = aioredis.Redis.from_url(redis_server.url)
+    async with replicas(skala_sandbox, redis_server.url, 1, pfx) as pairs:
+        [(bus, client)] = pairs
+        handle = await client.create_ticket(skala_sandbox.customer_id, "S", "D")
+        # A PENDING "final state", garbage, wrong types: none of them ends a wait.
+        for junk in (b'{"s":"PENDING","k":null}', b"\xff{not json", b'{"s":"CREATED","k":5}'):
+            await raw.set(f"{pfx}t:{handle.ticket_id}", junk)
+            assert await bus.kept(handle.ticket_id) is None
+        for message in (b"garbage", b'{"t":"not-a-uuid","s":"CREATED"}', b"[1,2]"):
+            await raw.publish(f"{pfx}news", message)
+        await raw.publish(f"{pfx}news", json.dumps({"t": str(handle.ticket_id), "s": "PENDING"}))
+        ticket = await handle.wait_until_created(timeout=10)
+        assert ticket.status is skala.TicketStatus.CREATED
+        assert handle.polls >= 1  # it asked Ripio: nothing in Redis was taken for an answer
+        assert ticket.issue_key == skala_sandbox.tickets[str(handle.ticket_id)].issue_key
+    await raw.aclose()
+    assert "unreadable" in caplog.text

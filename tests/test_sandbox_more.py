@@ -390,7 +390,6 @@ async def test_webhooks_to_several_urls_as_a_load_balancer() -> None:
             sb.complete(tid, "CREATED")
             await sb.wait_for_webhooks(timeout=10)  # one at a time: the order is the turn
         assert got == {"a": ids[0::3], "b": ids[1::3], "c": ids[2::3]}
-        assert [d.url for d in sb.webhook_deliveries] == [a, b, c, a, b, c]
         # At random, every delivery still reaches exactly one of them.
         sb.webhook_balance = "random"
         more = [

@@ -225,13 +225,11 @@ class SandboxTicket:
 
 
 class WebhookDelivery(NamedTuple):
-    """One webhook delivery attempt: ``result`` is the HTTP status or an error description,
-    ``url`` where it went (``None`` for a dropped one)."""
+    """One webhook delivery attempt: ``result`` is the HTTP status or an error description."""
 
     ticket_id: str
     status: str
     result: int | str
-    url: str | None = None
 
 
 def _format_seconds(value: float) -> str:
@@ -442,7 +440,7 @@ class SkalaSandbox:
       (compact, ASCII-escaped JSON; ``sha256=<hex>`` of HMAC-SHA256 over the raw body).
       ``webhook_url`` may also be a list of URLs, the processes behind a load balancer:
       each delivery (each copy of it) goes to one of them, ``webhook_balance="random"``
-      (default) or ``"round-robin"``; ``webhook_deliveries`` records which;
+      (default) or ``"round-robin"``;
     - webhook faults, applied to each delivery and recorded in ``webhook_deliveries``:
       ``webhook_duplicates`` (extra copies of every delivery, sent concurrently),
       ``webhook_delay`` (seconds before each copy is sent, or a ``(min, max)`` tuple),
@@ -1018,9 +1016,7 @@ class SkalaSandbox:
             raise
         except Exception as exc:
             result = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        self.webhook_deliveries.append(
-            WebhookDelivery(ticket.ticket_id, ticket.status, result, url)
-        )
+        self.webhook_deliveries.append(WebhookDelivery(ticket.ticket_id, ticket.status, result))
 
     # -- HTTP --------------------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ async def run_replicas(
                 await p.stdin.drain()
                 p.stdin.close()
             for p in procs:
-                assert await asyncio.wait_for(p.wait(), 30) == 0
+                assert await asyncio.wait_for(p.wait(), 60) == 0
         finally:
             for p in procs:
                 if p.returncode is None:

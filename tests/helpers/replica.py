@@ -92,20 +92,10 @@ async def main(config: dict[str, Any]) -> None:
             print("done " + json.dumps(report), flush=True)
             await stdin.readline()  # "stop", or the end of input
     finally:
-        debug = os.environ.get("SKALA_REPLICA_DEBUG")
-        if debug:
-            import faulthandler
-
-            faulthandler.dump_traceback_later(10)
-            print(f"{name}: cleanup", file=sys.stderr, flush=True)
         await runner.cleanup()
-        if debug:
-            print(f"{name}: runner done", file=sys.stderr, flush=True)
         await client.close()
         if bus is not None:
             await bus.close()
-        if debug:
-            print(f"{name}: all closed", file=sys.stderr, flush=True)
         os.close(events_fd)
 
 

@@ -56,6 +56,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("skala_async.redis needs redis-py: pip install 'skala-async[redis]'") from exc
 
+from ._cancelsafe import within
 from .bus import KEPT_IN_PROCESS, Claim, KeptTicket, LocalBus
 from .models import Ticket, TicketStatus
 
@@ -101,6 +102,16 @@ return 0
 """
 
 _Trouble = (RedisError, OSError, asyncio.TimeoutError, EOFError)
+
+
+class _RoundOver(Exception):
+    """A loop of a connection round that has ended (it is being torn down)."""
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background task's outcome as seen (it was logged or acted on already)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _safe_url(url: str) -> str:
@@ -188,6 +199,7 @@ class RedisBus(LocalBus):
         self._warned = False
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._serving = 0
         self._connected: asyncio.Event | None = None
         self._outbox: collections.deque[tuple[str, Any]] = collections.deque(maxlen=_OUTBOX_LIMIT)
         self._outbox_ready: asyncio.Event | None = None
@@ -265,18 +277,23 @@ class RedisBus(LocalBus):
         if self._closed:
             return
         self._closed = True
+        was_up, self._up = self._up, False
         task, self._task = self._task, None
+        self._serving += 1
         if task is not None:
+            task.add_done_callback(_retrieve)
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        if self._up and self._outbox:
+            await asyncio.wait({task}, timeout=3 * self.op_timeout)
+        if was_up and self._outbox:
             try:
-                await asyncio.wait_for(self._flush(), self.op_timeout)
+                await within(self._flush(), self._loop_deadline())
             except _Trouble:
                 log.info("Redis bus closed with %d messages unsent", len(self._outbox))
-        self._up = False
         await self._redis.aclose()
         await self._sub_redis.aclose()
+
+    def _loop_deadline(self, times: float = 1.0) -> float:
+        return asyncio.get_running_loop().time() + times * self.op_timeout
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -424,7 +441,7 @@ class RedisBus(LocalBus):
             self._outbox_ready.set()
 
     def _away(self, exc: BaseException | None) -> None:
-        if not self._up:
+        if not self._up or self._closed:
             return
         self._up = False
         self.outages += 1
@@ -476,8 +493,8 @@ class RedisBus(LocalBus):
     async def _serve(self) -> None:
         pubsub = self._sub_redis.pubsub()
         try:
-            await asyncio.wait_for(pubsub.subscribe(self._channel), self.op_timeout)
-            await asyncio.wait_for(self._recover(), 4 * self.op_timeout)
+            await within(pubsub.subscribe(self._channel), self._loop_deadline())
+            await within(self._recover(), self._loop_deadline(4))
             was_away = self._ever_up
             self._up = True
             self._ever_up = True
@@ -488,22 +505,30 @@ class RedisBus(LocalBus):
             assert self._outbox_ready is not None
             self._connected.set()
             self._outbox_ready.set()
+            self._serving += 1
+            serving = self._serving
             tasks = [
-                asyncio.ensure_future(self._listen(pubsub)),
-                asyncio.ensure_future(self._ping()),
-                asyncio.ensure_future(self._sender()),
+                asyncio.ensure_future(self._listen(pubsub, serving)),
+                asyncio.ensure_future(self._ping(serving)),
+                asyncio.ensure_future(self._sender(serving)),
             ]
+            for task in tasks:
+                task.add_done_callback(_retrieve)
             try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     task.result()  # raise what ended it
             finally:
+                # The loops also stop by themselves when the round they belong to is over:
+                # a client library may turn a cancel into an error of its own, and nothing
+                # here may then wait forever.
+                self._serving += 1
                 for task in tasks:
                     task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.wait(tasks, timeout=self.op_timeout)
         finally:
             try:
-                await asyncio.wait_for(pubsub.aclose(), self.op_timeout)  # type: ignore[no-untyped-call]
+                await within(pubsub.aclose(), self._loop_deadline())  # type: ignore[no-untyped-call]
             except (*_Trouble, RuntimeError):
                 pass
 
@@ -534,11 +559,12 @@ class RedisBus(LocalBus):
             await pipe.execute()
             self._unsynced_done.clear()
 
-    async def _listen(self, pubsub: Any) -> None:
-        while True:
+    async def _listen(self, pubsub: Any, serving: int) -> None:
+        while serving == self._serving:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
             if message is not None and message.get("type") == "message":
                 self._on_message(message.get("data"))
+        raise _RoundOver
 
     def _on_message(self, data: object) -> None:
         try:
@@ -557,9 +583,9 @@ class RedisBus(LocalBus):
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("unreadable message on the Redis bus; ignored")
 
-    async def _ping(self) -> None:
+    async def _ping(self, serving: int) -> None:
         slow = 0
-        while True:
+        while serving == self._serving:
             await asyncio.sleep(self.ping_interval)
             try:
                 await self._redis.ping()
@@ -570,11 +596,12 @@ class RedisBus(LocalBus):
                 slow += 1
                 if slow >= 2:
                     raise
+        raise _RoundOver
 
-    async def _sender(self) -> None:
+    async def _sender(self, serving: int) -> None:
         assert self._outbox_ready is not None
         slow = 0
-        while True:
+        while serving == self._serving:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
             try:
@@ -588,6 +615,7 @@ class RedisBus(LocalBus):
                 if slow >= 2:
                     raise
                 self._outbox_ready.set()
+        raise _RoundOver
 
     async def _flush(self) -> None:
         while self._outbox:

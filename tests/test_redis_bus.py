@@ -234,9 +234,12 @@ async def test_a_missed_webhook_anywhere_puts_every_process_back_on_normal_polli
         # A refused delivery is evidence too (the receiver tells the bus).
         assert await deliver(http, hook, event_body(str(uuid.uuid4()))) == 200
         await until(lambda: bus_b.webhooks_healthy)
-        bus_a.webhook_refused("a webhook delivery was refused (401 invalid signature)")
-        await until(lambda: not bus_b.webhooks_healthy)
+        body = event_body(str(uuid.uuid4()))
+        async with http.post(hook, data=body, headers={SIGNATURE_HEADER: "sha256=00"}) as r:
+            assert r.status == 401
+        await until(lambda: not bus_b.webhooks_healthy)  # refused in A: B polls normally
     assert "webhooks seem not to arrive" in caplog.text
+    assert "a webhook delivery was refused (401 invalid signature)" in caplog.text
 
 
 async def test_a_webhook_elsewhere_during_a_get_is_not_taken_for_a_missed_one(

@@ -113,28 +113,28 @@ def _client(url: str) -> skala.SkalaClient:
     )
 
 
-async def _wait(handle: skala.TicketHandle) -> object:
+async def _wait(client: skala.SkalaClient, handle: skala.TicketHandle) -> object:
     return await handle.wait_until_created(timeout=FAR)
 
 
-async def _watch(handle: skala.TicketHandle) -> object:
+async def _watch(client: skala.SkalaClient, handle: skala.TicketHandle) -> object:
     return [t async for t in handle.watch(timeout=FAR)]
 
 
-async def _get(handle: skala.TicketHandle) -> object:
-    return await handle._client.get_ticket(handle.ticket_id, timeout=FAR)
+async def _get(client: skala.SkalaClient, handle: skala.TicketHandle) -> object:
+    return await client.get_ticket(handle.ticket_id, timeout=FAR)
 
 
-async def _create(handle: skala.TicketHandle) -> object:
-    return await handle._client.create_ticket(CUSTOMER, "Cancelled", "At any turn.", timeout=FAR)
+async def _create(client: skala.SkalaClient, handle: skala.TicketHandle) -> object:
+    return await client.create_ticket(CUSTOMER, "Cancelled", "At any turn.", timeout=FAR)
 
 
-async def _bulk(handle: skala.TicketHandle) -> object:
+async def _bulk(client: skala.SkalaClient, handle: skala.TicketHandle) -> object:
     drafts = [skala.TicketDraft(CUSTOMER, f"bulk {i}", "At any turn.") for i in range(3)]
-    return await handle._client.create_many(drafts, concurrency=3, wait=True, wait_timeout=FAR)
+    return await client.create_many(drafts, concurrency=3, wait=True, wait_timeout=FAR)
 
 
-CALLS_OF: dict[str, Callable[[skala.TicketHandle], Awaitable[object]]] = {
+CALLS_OF: dict[str, Callable[[skala.SkalaClient, skala.TicketHandle], Awaitable[object]]] = {
     "wait": _wait,
     "watch": _watch,
     "get": _get,
@@ -167,7 +167,7 @@ async def _round(api: Api, event: str, call: str, k: int) -> list[str]:
                 api.hook = client.webhook_handler(SECRET, api.on_event)
             handles = [client.ticket_handle(ticket_id) for _ in range(CALLS)]
             gets = api.counts["get"]
-            tasks = [asyncio.ensure_future(CALLS_OF[call](h)) for h in handles]
+            tasks = [asyncio.ensure_future(CALLS_OF[call](client, h)) for h in handles]
             if event == "webhook":
                 # A rebuilt handle knows nothing: each wait asks once, then sleeps.
                 while api.counts["get"] < gets + CALLS:

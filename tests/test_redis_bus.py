@@ -491,3 +491,24 @@ async def test_hostile_content_in_redis_is_ignored_not_trusted(
         assert ticket.issue_key == skala_sandbox.tickets[str(handle.ticket_id)].issue_key
     await raw.aclose()
     assert "unreadable" in caplog.text
+
+
+async def test_a_cancel_reaches_a_wait_that_is_asking_a_stalled_redis(
+    own_redis: RedisServer, skala_sandbox: SkalaSandbox
+) -> None:
+    async with (
+        RedisBus.from_url(own_redis.url, op_timeout=5) as bus,
+        sandbox_client(skala_sandbox, bus=bus) as client,
+    ):
+        own_redis.stop()
+        try:
+            handle = client.ticket_handle(uuid.uuid4())  # rebuilt: it asks the bus first
+            wait = asyncio.ensure_future(handle.wait_until_created(timeout=30))
+            await asyncio.sleep(0.3)  # inside the Redis GET, which would take 5 s
+            wait.cancel()
+            done, _ = await asyncio.wait({wait}, timeout=2)
+            assert done, "the cancel did not reach the wait"
+            assert wait.cancelled()
+        finally:
+            own_redis.resume()
+    assert skala_sandbox.count("get") == 0

@@ -217,8 +217,12 @@ class SkalaClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client (and its own HTTP session; a caller's session stays open)."""
+        """Close the client (and its own HTTP session; a caller's session stays open).
+
+        Waits still sleeping on the client end at once with a ``RuntimeError``.
+        """
         self._finalizer.detach()
+        self._hub.close()
         await self._auth.aclose()
         await self._transport.close()
 

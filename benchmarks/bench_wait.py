@@ -379,6 +379,11 @@ def main() -> int:
         "--part", choices=("1", "2"), help="run only part 1 (polling) or part 2 (idle waits)"
     )
     parser.add_argument("--idle-rounds", type=int, help="fresh processes per case (default 3)")
+    parser.add_argument(
+        "--tickets",
+        type=int,
+        help="part 1: tickets per setup (default 2000; the naive loop gets a quarter)",
+    )
     args = parser.parse_args()
     if args.quick:
         count, naive_count, delay, idle_counts, window = 60, 20, (0.5, 3.0), [2000], 1.0
@@ -391,6 +396,8 @@ def main() -> int:
             5.0,
         )
     idle_rounds = args.idle_rounds or (1 if args.quick else 3)
+    if args.tickets:
+        count, naive_count = args.tickets, max(1, args.tickets // 4)
     print(f"# bench_wait ({machine_line()})\n")
     budgets = Budgets()
     results: dict[str, object] = {}

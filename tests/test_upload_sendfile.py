@@ -180,13 +180,17 @@ async def test_a_resent_create_reopens_the_file(
     assert reqs[1].files[0].sha256 == sha(path.read_bytes())
 
 
+@pytest.mark.parametrize("change", ["shrinks", "deleted"])
 @pytest.mark.parametrize("trace", [False, True], ids=["sendfile", "chunks"])
-async def test_a_file_that_shrinks_before_sending_fails_the_same_way_on_both_paths(
-    skala_sandbox: SkalaSandbox, make_file: Callable[..., Path], trace: bool
+async def test_a_file_changed_before_sending_fails_the_same_way_on_both_paths(
+    skala_sandbox: SkalaSandbox, make_file: Callable[..., Path], trace: bool, change: str
 ) -> None:
-    path = make_file("shrinks.pdf", size=MIB)
+    path = make_file("changed.pdf", size=MIB)
     draft = skala.TicketDraft(skala_sandbox.customer_id, "Upload", "Files.", files=[path])
-    path.write_bytes(b"x" * 1000)  # validated at 1 MiB, now 1000 bytes
+    if change == "shrinks":
+        path.write_bytes(b"x" * 1000)  # validated at 1 MiB, now 1000 bytes
+    else:
+        path.unlink()
     configs = [aiohttp.TraceConfig()] if trace else []
     if trace:
         configs[0].on_request_chunk_sent.append(_noop)

@@ -7,8 +7,10 @@ and re-raised as a :class:`~skala_async.errors.TransportError` (the original kep
 
 Uploads stream: each attachment is an :class:`AttachmentPayload` that knows its size (so
 aiohttp sends ``Content-Length``, never chunked encoding, which Django under WSGI reads as
-an empty body) and reads its file in 256 KiB chunks in a worker thread, opening it anew
-for every attempt. Filenames are sent as raw UTF-8 (``quote_fields=False``): the default
+an empty body) and opens its file anew for every attempt. On a plain TCP connection the
+file goes from the page cache to the socket with ``sendfile()``; otherwise (TLS, a trace
+or upload tracker that must see the bytes, an in-memory file) it is read in 256 KiB chunks
+in a worker thread. Filenames are sent as raw UTF-8 (``quote_fields=False``): the default
 percent-encoding is not decoded by Django or aiohttp's own server.
 """
 

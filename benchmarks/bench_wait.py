@@ -303,13 +303,14 @@ async def _idle(mode: str, count: int, window: float, trace: bool) -> dict[str, 
         cpu0 = time.process_time()
         await asyncio.sleep(window)
         out["cpu_share"] = (time.process_time() - cpu0) / window
+    gathered = asyncio.gather(*tasks, return_exceptions=True)  # the caller awaiting them
     started = time.perf_counter()
     if mode == "wait":
         await client.close()  # ends every sleeping wait
     else:
         for t in tasks:
             t.cancel()
-    ended = await asyncio.gather(*tasks, return_exceptions=True)
+    ended = await gathered
     out["end_seconds"] = time.perf_counter() - started
     if mode == "wait":
         assert all(isinstance(r, RuntimeError) for r in ended), "a wait outlived its client"
@@ -488,6 +489,7 @@ def _report_idle(
                 f"{d['wait_cpu_share']:.2%}",
                 f"{d['naive_cpu_share']:.2%}",
                 f"{d['wait_close_seconds']:.2f} s",
+                f"{d['bare_cancel_seconds']:.2f} s",
             ]
         )
     print(
@@ -502,6 +504,7 @@ def _report_idle(
                 "wait CPU idle",
                 "sleep(1) loops CPU",
                 "close() ends all",
+                "cancelling the bare tasks",
             ],
             rows,
         )

@@ -8,7 +8,15 @@ Budgets (also listed in the README's "Performance" section):
 
 - peak RSS growth of one 5 x 10 MiB upload <= 4 MiB;
 - |growth(5 x 10 MiB) - growth(5 x 1 MiB)| <= 2 MiB;
-- wall time per upload, skala_async / bare aiohttp <= 1.10 (medians of interleaved rounds).
+- wall time per upload, skala_async / bare aiohttp <= 1.10 (medians of interleaved rounds);
+- wall time of the 5 x 10 MiB upload, skala_async / ``curl -F`` <= 1.02 (when curl is
+  installed; curl's process start-up is included, as a user running it would pay it).
+
+Where the time went, profiled before the budget was set: a worker-thread hop and a
+Python copy per 256 KiB chunk of every file (200 hops for 50 MiB), and the event loop
+buffering what the socket could not take at once. File content now goes from the page
+cache to the socket with ``sendfile()``: one hop per file (the ``open``), no copy in
+Python, no chunk in memory. Bigger chunks would have traded memory for fewer hops.
 
 Memory is measured in a fresh child process per measurement (VmHWM cannot go down): after
 a warm-up (token, one create with a tiny file) the child takes its RSS as baseline, resets
@@ -62,6 +70,7 @@ IMPLS = ("skala_async", "bare aiohttp")
 BUDGET_RSS_MIB = 4.0
 BUDGET_RSS_DIFF_MIB = 2.0
 BUDGET_WALL_RATIO = 1.10
+BUDGET_CURL_RATIO = 1.02
 
 
 # --------------------------------------------------------------------------- uploads
@@ -371,12 +380,16 @@ def main() -> int:
     print(f"\nWall time per upload, median of {rounds} interleaved rounds:\n")
     rows = []
     ratios: dict[str, float] = {}
+    curl_ratios: dict[str, float] = {}
     for label in sets:
         med = {impl: median(v) for impl, v in times[label].items()}
         total_mb = SIZES[label] * N_FILES / 1e6
         ratios[label] = med["skala_async"] / med["bare aiohttp"]
         curl = f"{med['curl -F']:.3f}" if with_curl else "n/a"
         curl_ratio = f"{med['curl -F'] / med['bare aiohttp']:.2f}" if with_curl else "n/a"
+        if with_curl:
+            curl_ratios[label] = med["skala_async"] / med["curl -F"]
+        skala_curl = f"{curl_ratios[label]:.3f}" if with_curl else "n/a"
         rows.append(
             [
                 label,
@@ -384,6 +397,7 @@ def main() -> int:
                 f"{med['bare aiohttp']:.3f}",
                 curl,
                 f"{ratios[label]:.3f}",
+                skala_curl,
                 curl_ratio,
                 f"{total_mb / med['skala_async']:.0f}",
             ]
@@ -396,13 +410,14 @@ def main() -> int:
                 "bare aiohttp s",
                 "curl -F s",
                 "skala/bare",
+                "skala/curl",
                 "curl/bare",
                 "skala MB/s",
             ],
             rows,
         )
     )
-    print("\ncurl -F runs as a new process per upload (its start-up time is included); no budget.")
+    print("\ncurl -F runs as a new process per upload (its start-up time is included).")
 
     budgets = Budgets()
     budgets.check("upload check problems (chunked, no Content-Length)", len(problems), 0, "{:.0f}")
@@ -418,6 +433,8 @@ def main() -> int:
     )
     for label in sets:
         budgets.check(f"wall skala/bare, {label}", ratios[label], BUDGET_WALL_RATIO)
+    if with_curl:
+        budgets.check(f"wall skala/curl -F, {big}", curl_ratios[big], BUDGET_CURL_RATIO)
     print(f"\n(total benchmark time {time.perf_counter() - started:.0f} s)")
     write_json(args.json, {"rss": rss, "times": times, "content_length_problems": problems})
     return budgets.report(check=not args.no_check)

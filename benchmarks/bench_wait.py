@@ -23,14 +23,15 @@ what a per-handle timer loop costs even before it sends anything.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import random
 import subprocess
 import sys
 import time
+import tracemalloc
 import uuid
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,12 @@ from _common import (  # noqa: E402
 import skala_async as skala  # noqa: E402
 
 SERVE = "--serve"
+BUDGET_GETS = 9.6
 IDLE = "--idle"
-IDLE_NAIVE = "--idle-naive"
+BUDGET_MEMORY_RATIO = 1.2
+BUDGET_SCALING = 1.1
+BUDGET_IDLE_CPU = 0.02
+BUDGET_CLOSE_SECONDS = 2.0
 
 
 # ---------------------------------------------------------------------------- the server
@@ -173,111 +178,189 @@ async def _polling(count: int, naive_count: int, delay: tuple[float, float]) -> 
         server.close()
     naive_gets = sum(g for _, g in naive.values())
     smart_gets = total_gets - naive_gets
+    return {
+        "seconds": seconds,
+        "smart": _summary(smart, smart_gets, timings),
+        "naive": _summary({k: v[0] for k, v in naive.items()}, naive_gets, timings),
+    }
 
-    def lags(seen: dict[str, float]) -> list[float]:
-        ratios = []
-        for tid, at in seen.items():
-            created, finished = timings[tid]
-            assert created is not None
-            assert finished is not None
-            allowance = max(1.0, 0.25 * (finished - created))
-            ratios.append((at - finished) / allowance)
-        return sorted(ratios)
+
+async def _bulk_polling(count: int, delay: tuple[float, float]) -> dict[str, object]:
+    """The second measurement: ``submit_many(..., concurrency=32, wait=True)``.
+
+    Each ticket is created by the client with 32 creates in flight and waited for from its
+    202 while the others are still being created, all through the bulk path and the
+    client's default settings (32 GETs in flight), against a fresh server of its own.
+    """
+    server = _Server(*delay)
+    try:
+        async with skala.SkalaClient(
+            server.client_id, server.client_secret, base_url=server.url
+        ) as client:
+            loop = asyncio.get_running_loop()
+            seen: dict[str, float] = {}
+            drafts = (
+                skala.TicketDraft(server.customer, f"bulk wait {i}", "processing takes a while")
+                for i in range(count)
+            )
+            gets_before = client.request_counts["get"]
+            started = time.monotonic()
+            async for result in client.submit_many(
+                drafts, concurrency=32, wait=True, wait_timeout=120
+            ):
+                if result.ticket is not None and result.ticket.is_final:
+                    seen[str(result.ticket_id)] = loop.time()
+            seconds = time.monotonic() - started
+            gets = client.request_counts["get"] - gets_before
+        timings = server.timings()
+    finally:
+        server.close()
+    return {"seconds": seconds, "smart": _summary(seen, gets, timings)}
+
+
+def _summary(
+    seen: dict[str, float], gets: int, timings: dict[str, list[float | None]]
+) -> dict[str, float]:
+    """GETs per ticket and lag figures of waits that saw their ticket final at ``seen``."""
+    ratios: list[float] = []
+    lags: list[float] = []
+    for tid, at in seen.items():
+        created, finished = timings[tid]
+        assert created is not None
+        assert finished is not None
+        ratios.append((at - finished) / max(1.0, 0.25 * (finished - created)))
+        lags.append(at - finished)
+    ratios.sort()
+    lags.sort()
 
     def pct(values: list[float], q: float) -> float:
         return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
-    smart_r = lags(smart)
-    naive_r = lags({k: v[0] for k, v in naive.items()})
-    smart_abs = sorted(
-        smart[t] - timings[t][1]
-        for t in smart  # type: ignore[operator]
-    )
-    naive_abs = sorted(
-        naive[t][0] - timings[t][1]
-        for t in naive  # type: ignore[operator]
-    )
     return {
-        "seconds": seconds,
-        "smart": {
-            "tickets": len(smart),
-            "gets_per_ticket": smart_gets / max(1, len(smart)),
-            "p95_lag_over_allowance": pct(smart_r, 0.95),
-            "within_allowance": sum(r <= 1 for r in smart_r) / max(1, len(smart_r)),
-            "p50_lag_s": median(smart_abs),
-            "p95_lag_s": pct(smart_abs, 0.95),
-        },
-        "naive": {
-            "tickets": len(naive),
-            "gets_per_ticket": naive_gets / max(1, len(naive)),
-            "p95_lag_over_allowance": pct(naive_r, 0.95),
-            "within_allowance": sum(r <= 1 for r in naive_r) / max(1, len(naive_r)),
-            "p50_lag_s": median(naive_abs),
-            "p95_lag_s": pct(naive_abs, 0.95),
-        },
+        "tickets": len(seen),
+        "gets_per_ticket": gets / max(1, len(seen)),
+        "p95_lag_over_allowance": pct(ratios, 0.95),
+        "within_allowance": sum(r <= 1 for r in ratios) / max(1, len(ratios)),
+        "p50_lag_s": median(lags),
+        "p95_lag_s": pct(lags, 0.95),
     }
 
 
 # ---------------------------------------------------------------------------- part 2
 
 
-def _rss_mib() -> float:
-    return proc_status_kib("VmRSS") / 1024
+async def _idle(mode: str, count: int, window: float, trace: bool) -> dict[str, float]:
+    """One measurement, in a fresh process so memory freed by earlier work hides nothing.
 
-
-async def _cost_of(
-    start: Callable[[], list[Coroutine[Any, Any, object]]], settle: float, window: float
-) -> tuple[float, float]:
-    """Extra RSS (MiB) of running what ``start`` makes, and its CPU share over ``window``."""
-    await asyncio.sleep(0.2)
-    rss0 = _rss_mib()
-    tasks = [asyncio.ensure_future(c) for c in start()]
-    await asyncio.sleep(settle)
-    rss1 = _rss_mib()
-    cpu0 = time.process_time()
-    await asyncio.sleep(window)
-    cpu = (time.process_time() - cpu0) / window
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return rss1 - rss0, cpu
-
-
-async def _idle(count: int, window: float) -> dict[str, float]:
-    """Measured in a fresh process, so memory freed by earlier work does not hide growth."""
-    client = skala.SkalaClient(token="unused", base_url="http://127.0.0.1:9")
+    ``wait``: ``count`` tasks ``asyncio.create_task(h.wait_until_created(...))`` on PENDING
+    tickets with no poll due (the handles exist beforehand, as they would after the
+    creates). ``bare``: ``count`` tasks ``while True: await asyncio.sleep(3600)``.
+    ``naive``: the same with ``sleep(1)``, a per-task timer loop. With ``trace`` only the
+    live Python memory of the tasks (tracemalloc) is taken; otherwise RSS, the CPU share
+    over ``window`` and the time to end them (closing the client for ``wait``,
+    cancelling for the others).
+    """
     loop = asyncio.get_running_loop()
+    client = skala.SkalaClient(token="unused", base_url="http://127.0.0.1:9")
     slow = skala.PollPolicy(first_delay=3600, min_interval=60, max_interval=3600)
     handles = []
-    for _ in range(count):
-        h = client.ticket_handle(uuid.uuid4())
-        h.ticket = skala.Ticket(h.ticket_id, skala.TicketStatus.PENDING)
-        h.accepted_at = loop.time()
-        handles.append(h)
-    rss, cpu = await _cost_of(
-        lambda: [h.wait_until_created(timeout=None, poll=slow) for h in handles], 0.5, window
-    )
-    await client.close()
-    return {"handles": count, "extra_rss_mib": rss, "cpu_share": cpu}
+    if mode == "wait":
+        for _ in range(count):
+            h = client.ticket_handle(uuid.uuid4())
+            h.ticket = skala.Ticket(h.ticket_id, skala.TicketStatus.PENDING)
+            h.accepted_at = loop.time()
+            handles.append(h)
 
-
-async def _idle_naive(count: int, window: float) -> dict[str, float]:
-    async def naive_loop() -> None:
+    async def sleeper(seconds: float) -> None:
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(seconds)
 
-    rss, cpu = await _cost_of(lambda: [naive_loop() for _ in range(count)], 1.5, window)
-    return {"naive_extra_rss_mib": rss, "naive_cpu_share": cpu}
+    def start() -> list[asyncio.Task[Any]]:
+        if mode == "wait":
+            return [
+                asyncio.create_task(h.wait_until_created(timeout=None, poll=slow)) for h in handles
+            ]
+        seconds = 3600.0 if mode == "bare" else 1.0
+        return [asyncio.create_task(sleeper(seconds)) for _ in range(count)]
+
+    await asyncio.sleep(0.1)
+    gc.collect()
+    out: dict[str, float] = {"count": count}
+    if trace:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        tasks = start()
+        await asyncio.sleep(0.2)  # every task has run up to its sleep
+        gc.collect()
+        out["traced_bytes"] = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+    else:
+        rss0 = proc_status_kib("VmRSS")
+        tasks = start()
+        await asyncio.sleep(0.5)
+        gc.collect()
+        out["rss_bytes"] = (proc_status_kib("VmRSS") - rss0) * 1024.0
+        cpu0 = time.process_time()
+        await asyncio.sleep(window)
+        out["cpu_share"] = (time.process_time() - cpu0) / window
+    gathered = asyncio.gather(*tasks, return_exceptions=True)  # the caller awaiting them
+    started = time.perf_counter()
+    if mode == "wait":
+        await client.close()  # ends every sleeping wait
+    else:
+        for t in tasks:
+            t.cancel()
+    ended = await gathered
+    out["end_seconds"] = time.perf_counter() - started
+    if mode == "wait":
+        assert all(isinstance(r, RuntimeError) for r in ended), "a wait outlived its client"
+    await client.close()
+    return out
 
 
-def _in_child(mode: str, count: int, window: float) -> dict[str, float]:
+def _in_child(mode: str, count: int, window: float, trace: bool) -> dict[str, float]:
+    cmd = [sys.executable, __file__, IDLE, mode, str(count), str(window)]
     out = subprocess.run(
-        [sys.executable, __file__, mode, str(count), str(window)],
-        check=True,
-        capture_output=True,
-        text=True,
+        [*cmd, "trace"] if trace else cmd, check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _idle_rounds(counts: list[int], window: float, rounds: int) -> dict[str, Any]:
+    """Per count: bytes per task (tracemalloc and RSS), medians of ``rounds`` fresh
+    processes per mode, the modes alternating (ABBA) in each round; CPU and end time."""
+    modes = ["wait", "bare"]
+    raw: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for count in counts:
+        raw[str(count)] = {m: [] for m in (*modes, "naive")}
+        for r in range(rounds):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                raw[str(count)][mode].append(
+                    {
+                        **_in_child(mode, count, window, True),
+                        **_in_child(mode, count, window, False),
+                    }
+                )
+        raw[str(count)]["naive"].append(_in_child("naive", count, window, False))
+    summary: dict[str, Any] = {}
+    for count_text, by_mode in raw.items():
+        count = int(count_text)
+
+        def med(mode: str, key: str, by_mode: dict[str, list[dict[str, float]]] = by_mode) -> float:
+            return median([m[key] for m in by_mode[mode] if key in m])
+
+        summary[count_text] = {
+            "wait_traced_per_task": med("wait", "traced_bytes") / count,
+            "bare_traced_per_task": med("bare", "traced_bytes") / count,
+            "wait_rss_per_task": med("wait", "rss_bytes") / count,
+            "bare_rss_per_task": med("bare", "rss_bytes") / count,
+            "wait_cpu_share": med("wait", "cpu_share"),
+            "bare_cpu_share": med("bare", "cpu_share"),
+            "naive_cpu_share": med("naive", "cpu_share"),
+            "wait_close_seconds": med("wait", "end_seconds"),
+            "bare_cancel_seconds": med("bare", "end_seconds"),
+        }
+    return {"raw": raw, "summary": summary}
 
 
 # ---------------------------------------------------------------------------- main
@@ -287,25 +370,60 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == SERVE:
         asyncio.run(_serve(float(sys.argv[2]), float(sys.argv[3])))
         return 0
-    if len(sys.argv) > 1 and sys.argv[1] in (IDLE, IDLE_NAIVE):
-        func = _idle if sys.argv[1] == IDLE else _idle_naive
-        print(json.dumps(asyncio.run(func(int(sys.argv[2]), float(sys.argv[3])))))
+    if len(sys.argv) > 1 and sys.argv[1] == IDLE:
+        mode, count, window = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+        trace = sys.argv[5:] == ["trace"]
+        print(json.dumps(asyncio.run(_idle(mode, count, window, trace))))
         return 0
     parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--part", choices=("1", "2"), help="run only part 1 (polling) or part 2 (idle waits)"
+    )
+    parser.add_argument("--idle-rounds", type=int, help="fresh processes per case (default 3)")
+    parser.add_argument(
+        "--tickets",
+        type=int,
+        help="part 1: tickets per setup (default 2000; the naive loop gets a quarter)",
+    )
     args = parser.parse_args()
     if args.quick:
-        count, naive_count, delay, idle_count, window = 60, 20, (0.5, 3.0), 2000, 1.0
+        count, naive_count, delay, idle_counts, window = 60, 20, (0.5, 3.0), [2000], 1.0
     else:
-        count, naive_count, delay, idle_count, window = 2000, 500, (1.0, 30.0), 10_000, 5.0
+        count, naive_count, delay, idle_counts, window = (
+            2000,
+            500,
+            (1.0, 30.0),
+            [10_000, 100_000],
+            5.0,
+        )
+    idle_rounds = args.idle_rounds or (1 if args.quick else 3)
+    if args.tickets:
+        count, naive_count = args.tickets, max(1, args.tickets // 4)
     print(f"# bench_wait ({machine_line()})\n")
-    polling = asyncio.run(_polling(count, naive_count, delay))
-    idle = {
-        **_in_child(IDLE, idle_count, window),
-        **_in_child(IDLE_NAIVE, idle_count, window),
-    }
-    smart, naive = polling["smart"], polling["naive"]
-    assert isinstance(smart, dict)
-    assert isinstance(naive, dict)
+    budgets = Budgets()
+    results: dict[str, object] = {}
+    if args.part in (None, "1"):
+        polling = asyncio.run(_polling(count, naive_count, delay))
+        bulk = asyncio.run(_bulk_polling(count, delay))
+        results.update(polling=polling, bulk=bulk)
+        _report_polling(budgets, count, naive_count, delay, polling, bulk)
+    if args.part in (None, "2"):
+        idle = _idle_rounds(idle_counts, window, idle_rounds)
+        results["idle"] = idle
+        _report_idle(budgets, idle["summary"], window, idle_rounds)
+    write_json(args.json, results)
+    return budgets.report(check=not args.no_check)
+
+
+def _report_polling(
+    budgets: Budgets,
+    count: int,
+    naive_count: int,
+    delay: tuple[float, float],
+    polling: dict[str, Any],
+    bulk: dict[str, Any],
+) -> None:
+    smart, naive, bulk_smart = polling["smart"], polling["naive"], bulk["smart"]
     print(
         f"Part 1: {count} + {naive_count} tickets processed in {delay[0]:g} to {delay[1]:g} s, "
         f"each waited for from its creation ({polling['seconds']:.0f} s run)\n"
@@ -331,37 +449,91 @@ def main() -> int:
                     f"{d['within_allowance']:.1%}",
                     f"{d['p95_lag_over_allowance']:.2f}",
                 ]
-                for name, d in (("wait_until_created()", smart), ("naive 1 s loop", naive))
+                for name, d in (
+                    ("wait_until_created()", smart),
+                    ("naive 1 s loop", naive),
+                    ("submit_many(concurrency=32, wait=True)", bulk_smart),
+                )
             ],
         )
     )
-    print(f"\nPart 2: {idle_count} waits on tickets that do not change, {window:g} s window\n")
+    print(
+        f"\nThe last line is the second measurement: {count} tickets created by the client "
+        f"with 32 creates in flight, each waited for from its 202 ({bulk['seconds']:.0f} s run)."
+    )
+    for name, d in (("", smart), (", submit_many", bulk_smart)):
+        budgets.check(f"GETs per ticket{name}", float(d["gets_per_ticket"]), BUDGET_GETS, "{:.2f}")
+        budgets.check(
+            f"p95 lag / allowance{name}", float(d["p95_lag_over_allowance"]), 1.0, "{:.2f}"
+        )
+
+
+def _report_idle(
+    budgets: Budgets, summary: dict[str, dict[str, float]], window: float, rounds: int
+) -> None:
+    print(
+        f"\nPart 2: sleeping waits (no poll due) against bare `while True: await "
+        f"asyncio.sleep(3600)` tasks, per task, the caller's task included; median of "
+        f"{rounds} fresh processes per case, alternating; CPU over a {window:g} s window\n"
+    )
+    rows = []
+    for count, d in summary.items():
+        rows.append(
+            [
+                f"{int(count):,}",
+                f"{d['wait_traced_per_task']:.0f} B",
+                f"{d['bare_traced_per_task']:.0f} B",
+                f"{d['wait_traced_per_task'] / d['bare_traced_per_task']:.3f}",
+                f"{d['wait_rss_per_task']:.0f} B",
+                f"{d['bare_rss_per_task']:.0f} B",
+                f"{d['wait_cpu_share']:.2%}",
+                f"{d['naive_cpu_share']:.2%}",
+                f"{d['wait_close_seconds']:.2f} s",
+                f"{d['bare_cancel_seconds']:.2f} s",
+            ]
+        )
     print(
         markdown_table(
-            ["waiting", "extra RSS", "CPU while idle"],
             [
-                [
-                    "wait_until_created()",
-                    f"{idle['extra_rss_mib']:.1f} MiB",
-                    f"{idle['cpu_share']:.2%}",
-                ],
-                [
-                    "naive loop (sleep(1), no GETs)",
-                    f"{idle['naive_extra_rss_mib']:.1f} MiB",
-                    f"{idle['naive_cpu_share']:.2%}",
-                ],
+                "tasks",
+                "wait (tracemalloc)",
+                "bare sleep (tracemalloc)",
+                "wait / bare",
+                "wait (RSS)",
+                "bare sleep (RSS)",
+                "wait CPU idle",
+                "sleep(1) loops CPU",
+                "close() ends all",
+                "cancelling the bare tasks",
             ],
+            rows,
         )
     )
-    write_json(args.json, {"polling": polling, "idle": idle})
-    budgets = Budgets()
-    budgets.check("GETs per ticket", float(smart["gets_per_ticket"]), 10.0, "{:.2f}")
-    budgets.check("p95 lag / allowance", float(smart["p95_lag_over_allowance"]), 1.0, "{:.2f}")
+    counts = list(summary)
+    for count in counts:
+        d = summary[count]
+        budgets.check(
+            f"memory per wait / bare sleep task, {int(count):,}",
+            d["wait_traced_per_task"] / d["bare_traced_per_task"],
+            BUDGET_MEMORY_RATIO,
+        )
+    if len(counts) > 1:
+        small, big = summary[counts[0]], summary[counts[-1]]
+        budgets.check(
+            f"bytes per wait, {int(counts[-1]):,} / {int(counts[0]):,} waits",
+            big["wait_traced_per_task"] / small["wait_traced_per_task"],
+            BUDGET_SCALING,
+        )
+    last = summary[counts[-1]]
     budgets.check(
-        f"extra RSS, {idle_count} idle waits (MiB)", idle["extra_rss_mib"], 40.0, "{:.1f}"
+        f"CPU share while idle, {int(counts[-1]):,} waits", last["wait_cpu_share"], BUDGET_IDLE_CPU
     )
-    budgets.check("CPU share while idle", idle["cpu_share"], 0.05, "{:.3f}")
-    return budgets.report(check=not args.no_check)
+    budgets.check(
+        f"close() under {int(counts[-1]):,} waits (s)",
+        last["wait_close_seconds"],
+        BUDGET_CLOSE_SECONDS,
+        "{:.2f}",
+    )
 
 
 if __name__ == "__main__":

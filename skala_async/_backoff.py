@@ -5,13 +5,16 @@ Two schedules, because they answer different questions:
 * :class:`RetryPolicy` spaces out attempts after an error (429, 5xx, a dropped connection).
   Capped exponential backoff with *full jitter* (``uniform(0, min(cap, base * 2**n))``), so
   many clients that failed together do not retry together. ``Retry-After`` is a floor.
-* :class:`PollPolicy` spaces out GETs of a pending ticket. Its interval grows with the time
-  already waited (``growth * elapsed``, i.e. geometric growth), clamped to
-  ``[min_interval, max_interval]``, after a separate ``first_delay``. That bounds the
-  detection lag to about ``growth`` of the ticket's processing time while costing a number
-  of GETs that grows only with the logarithm of it. The jitter is proportional
-  (``±jitter``): full jitter would halve the mean interval and nearly double the GETs for
-  the same worst-case lag. ``jitter=1.0`` gives full jitter if you want it.
+* :class:`PollPolicy` spaces out GETs of a pending ticket. The polls lie on a schedule
+  anchored at the ticket's acceptance: after a separate ``first_delay``, each gap is
+  ``growth`` times the time elapsed at the previous poll (geometric growth), clamped to
+  ``[min_interval, max_interval]``. Every gap is at most ``max(min_interval, growth *
+  elapsed)``, so a ticket that took ``T`` seconds (at least ``first_delay``) is seen at
+  most ``max(min_interval, growth * T)`` after it finished, for a number of GETs that
+  grows only with the logarithm of ``T``. Waits created together are spread by a random
+  *phase*: each wait's whole schedule starts up to one gap later (``jitter`` of a gap).
+  A phase keeps every gap within the bound; a jitter on each gap (``±10 %``) would break
+  the bound for the gaps drawn long and spend GETs on the ones drawn short.
 """
 
 from __future__ import annotations
@@ -83,27 +86,28 @@ class PollPolicy:
     """When to poll a pending ticket.
 
     Attributes:
-        first_delay: seconds from the handle's creation to the first GET (a ticket is never
-            done the instant it is accepted).
-        min_interval: smallest gap between two GETs before jitter, also the floor for
-            ``Retry-After``.
+        first_delay: seconds from the ticket's acceptance to the earliest first GET (a
+            ticket is never done the instant it is accepted).
+        min_interval: smallest gap between two GETs, also the floor for ``Retry-After``.
         max_interval: largest gap; also the ceiling a server's ``Retry-After`` is clamped to,
             so a server hint can never make a wait sleep for minutes.
-        growth: the gap as a share of the time waited so far (0.25: poll again after a
-            quarter of the elapsed time), so detection lags at most about 25 %.
-        jitter: proportional jitter, the gap is multiplied by ``uniform(1-jitter, 1+jitter)``
-            (capped by ``max_interval``); ``1.0`` is full jitter.
+        growth: the gap as a share of the time elapsed at the previous GET (0.25: poll
+            again after a quarter of the time waited), so detection lags at most 25 %.
+        jitter: the spread of the random phase, as a share of the first gap: a wait's
+            first GET comes ``first_delay`` plus ``uniform(0, jitter)`` of a gap after
+            acceptance, and the rest of its schedule follows from there. ``0`` puts every
+            wait on the same schedule.
 
-    Defaults: first GET after 1 s, then every ``max(1 s, 0.25 * elapsed)`` ±10 %, never more
-    than 30 s apart. For tickets done in 1 to 30 s that is about 9.6 GETs each with a
-    detection lag under ``max(1 s, 25 %)`` for 97 % of them (``benchmarks/bench_wait.py``).
+    Defaults: first GET 1 to 2 s after acceptance, then every ``max(1 s, 0.25 * elapsed)``,
+    never more than 30 s apart. For tickets done in 1 to 30 s that is about 9.2 GETs each
+    with a detection lag within ``max(1 s, 25 %)`` (``benchmarks/bench_wait.py``).
     """
 
     first_delay: float = attrs.field(default=1.0, validator=_non_negative)
     min_interval: float = attrs.field(default=1.0, validator=_positive)
     max_interval: float = attrs.field(default=30.0, validator=_positive)
     growth: float = attrs.field(default=0.25, validator=_non_negative)
-    jitter: float = attrs.field(default=0.1, validator=_fraction)
+    jitter: float = attrs.field(default=1.0, validator=_fraction)
 
     def __attrs_post_init__(self) -> None:
         if self.min_interval > self.max_interval:
@@ -116,16 +120,30 @@ class PollPolicy:
         """``seconds`` clamped to ``[min_interval, max_interval]``."""
         return min(self.max_interval, max(self.min_interval, seconds))
 
-    def interval(
-        self, elapsed: float, retry_after: float | None = None, rng: random.Random | None = None
-    ) -> float:
-        """Seconds until the next GET, ``elapsed`` seconds after the ticket was accepted.
+    def interval(self, elapsed: float, retry_after: float | None = None) -> float:
+        """The gap after a GET made ``elapsed`` seconds after acceptance.
 
         A server's ``Retry-After`` raises the gap, but only up to ``max_interval``.
         """
-        ceiling = self.clamp(self.growth * elapsed)
-        gap = ceiling * (1 + self.jitter * (2 * (rng or random).random() - 1))
-        gap = min(self.max_interval, max(gap, 0.0))
+        gap = self.clamp(self.growth * elapsed)
         if retry_after is not None:
             gap = max(gap, self.clamp(retry_after))
         return gap
+
+    def first_poll(self, rng: random.Random | None = None) -> float:
+        """Seconds from acceptance to a wait's first GET: ``first_delay`` plus its phase."""
+        phase = self.jitter * (rng or random).random()
+        return self.first_delay + phase * self.interval(self.first_delay)
+
+    def next_poll(self, scheduled: float, now: float, retry_after: float | None = None) -> float:
+        """The next point of the schedule through ``scheduled``, after ``now``.
+
+        Times are seconds since acceptance. Points a slow GET overran are skipped rather
+        than made up; a ``Retry-After`` (clamped to the policy) pushes the next GET to the
+        first point at least that far from ``now``.
+        """
+        floor = now if retry_after is None else now + self.clamp(retry_after)
+        point = scheduled
+        while point <= floor:
+            point += self.interval(point)
+        return point

@@ -7,21 +7,25 @@ and re-raised as a :class:`~skala_async.errors.TransportError` (the original kep
 
 Uploads stream: each attachment is an :class:`AttachmentPayload` that knows its size (so
 aiohttp sends ``Content-Length``, never chunked encoding, which Django under WSGI reads as
-an empty body) and reads its file in 256 KiB chunks in a worker thread, opening it anew
-for every attempt. Filenames are sent as raw UTF-8 (``quote_fields=False``): the default
+an empty body) and opens its file anew for every attempt. On a plain TCP connection the
+file goes from the page cache to the socket with ``sendfile()``; otherwise (TLS, a trace
+or upload tracker that must see the bytes, an in-memory file) it is read in 256 KiB chunks
+in a worker thread. Filenames are sent as raw UTF-8 (``quote_fields=False``): the default
 percent-encoding is not decoded by Django or aiohttp's own server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import attrs
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_writer import StreamWriter
 
 from ._protocol import MAX_RESPONSE_BYTES, RawResponse, Request, form_body
 from ._version import __version__
@@ -31,6 +35,9 @@ from .models import Attachment
 __all__ = ["AttachmentPayload", "Timeouts", "Transport"]
 
 CHUNK_SIZE = 256 * 1024
+
+#: With a progress callback, ``sendfile()`` goes in slices of this size between calls.
+SLICE = 1024 * 1024
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_sent, bytes_total)`` after each chunk of file content."""
@@ -103,6 +110,13 @@ class AttachmentPayload(aiohttp.payload.Payload):
                     self._progress(len(piece))
             return
         loop = asyncio.get_running_loop()
+        if (
+            remaining > 0
+            and isinstance(writer, _Coalescing)
+            and writer.can_sendfile()
+            and await self._send_file(loop, writer, remaining)
+        ):
+            return
         chunks = att.iter_chunks(CHUNK_SIZE)
         try:
             while remaining > 0:
@@ -119,6 +133,61 @@ class AttachmentPayload(aiohttp.payload.Payload):
                     self._progress(len(chunk))
         finally:
             chunks.close()  # closes only what it opened: a caller's file object stays open
+
+    async def _send_file(
+        self, loop: asyncio.AbstractEventLoop, writer: _Coalescing, count: int
+    ) -> bool:
+        """Hand the file to the kernel with ``sendfile()``: no worker thread, no copy.
+
+        False if that is not possible for this file (no file descriptor, a file system
+        without ``sendfile``); nothing was sent then, and the caller reads it in chunks.
+        """
+        att = self._attachment
+        if att.path is not None:
+            try:
+                f: IO[bytes] = await loop.run_in_executor(None, att.path.open, "rb")
+            except OSError:
+                return False  # the chunked path reports it
+            own, offset = True, 0
+        elif att.fileobj is not None and _has_fileno(att.fileobj):
+            f, own, offset = att.fileobj, False, att.offset
+        else:
+            return False
+        # asyncio moves the descriptor's position, under a buffered file object that does
+        # not know it; a caller's file is put back where it was.
+        fd_position = None if own else os.lseek(f.fileno(), 0, os.SEEK_CUR)
+        try:
+            done = 0
+            while done < count:
+                piece = count - done if self._progress is None else min(SLICE, count - done)
+                try:
+                    sent = await writer.sendfile(f, offset + done, piece)
+                except (asyncio.SendfileNotAvailableError, NotImplementedError):
+                    if done:
+                        raise
+                    return False
+                done += sent
+                if sent and self._progress is not None:
+                    self._progress(sent)
+                if sent < piece:
+                    raise OSError(
+                        f"{att.filename!r} became shorter while it was being sent "
+                        f"({done} of {count} bytes)"
+                    )
+            return True
+        finally:
+            if own:
+                f.close()
+            elif fd_position is not None:
+                os.lseek(f.fileno(), fd_position, os.SEEK_SET)
+
+
+def _has_fileno(f: IO[bytes]) -> bool:
+    try:
+        f.fileno()
+    except (AttributeError, OSError, ValueError):  # BytesIO: io.UnsupportedOperation
+        return False
+    return True
 
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes:
@@ -146,6 +215,45 @@ class _Coalescing:
         self._size += len(chunk)
         if self._size >= COALESCE_BYTES:
             await self.flush()
+
+    def can_sendfile(self) -> bool:
+        """Whether file content may bypass the writer and go out with ``sendfile()``.
+
+        Only on a plain TCP connection written by aiohttp's own writer with nothing that
+        must see the bytes: no TLS, no compression or chunked encoding, no trace or
+        upload tracker counting chunks.
+        """
+        w = self._writer
+        if type(w) is not StreamWriter or not hasattr(w, "send_headers"):
+            return False
+        if w.chunked or getattr(w, "_compress", None) is not None:
+            return False
+        if getattr(w, "_on_chunk_sent", None) is not None or getattr(w, "on_body_write", None):
+            return False
+        transport = w.transport
+        return (
+            transport is not None
+            and not transport.is_closing()
+            and transport.get_extra_info("sslcontext") is None
+            and transport.get_extra_info("socket") is not None
+        )
+
+    async def sendfile(self, file: IO[bytes], offset: int, count: int) -> int:
+        """Send ``count`` bytes of ``file`` from ``offset``; returns the bytes sent."""
+        await self.flush()
+        w = self._writer
+        assert isinstance(w, StreamWriter)
+        w.send_headers()
+        transport = w.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the connection closed while sending the body")
+        sent = await asyncio.get_running_loop().sendfile(
+            transport, file, offset, count, fallback=False
+        )
+        w.output_size += sent
+        if w.length is not None:
+            w.length = max(0, w.length - sent)
+        return sent
 
     async def flush(self) -> None:
         if self._pending:

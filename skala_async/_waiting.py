@@ -4,9 +4,14 @@ A :class:`TicketHandle` drives its own polling only while it is awaited (there i
 background task: cancel the wait and nothing is left running). Between GETs it sleeps on a
 future registered on the client's bus (:mod:`skala_async.bus`); anything that learns the
 ticket's state (a webhook, another handle's GET, ``get_ticket``, another process sharing a
-``RedisBus``) publishes it there, and every handle
-waiting on that ticket wakes at once. The sleep itself is a ``loop.call_later`` timer, so
-10,000 waiting handles are 10,000 timers in the event loop's heap, not 10,000 tasks.
+``RedisBus``) publishes it there, and every handle waiting on that ticket wakes at once.
+The sleep itself is a ``loop.call_later`` timer, so 10,000 waiting handles are 10,000 timers
+in the event loop's heap, not 10,000 tasks.
+
+A sleeping wait costs little more than a bare ``while True: await asyncio.sleep(...)``
+task: ``wait_until_created()`` hands back the polling coroutine itself (one frame, no
+wrapper coroutine or async generator between the caller's task and the sleep), the sleep
+is inline, and the bus holds a lone waiter's future without a container.
 """
 
 from __future__ import annotations
@@ -15,9 +20,8 @@ import asyncio
 import html
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-
-import attrs
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from ._backoff import PollPolicy, check_timeout
 from .bus import TicketBus
@@ -44,7 +48,6 @@ LAST_POLL_LEAD = 1.0
 LAST_POLL_SHARE = 0.25
 
 
-@attrs.frozen
 class Waits:
     """What handles need from the client that made them.
 
@@ -54,12 +57,61 @@ class Waits:
             one of the client's poll slots); it publishes what it learns on the bus.
         get: one GET now (:meth:`TicketHandle.refresh`).
         policy: the client's poll policy right now (slow while webhooks arrive).
+        own_bus: the client made ``bus`` for itself; otherwise the bus is shared (with
+            other clients, or other processes) and the client keeps a set of its own
+            sleeping waits, so that closing it ends those and no one else's.
     """
 
-    bus: TicketBus
-    fetch: Callable[[uuid.UUID, float | None, bool], Awaitable[Ticket]]
-    get: Callable[[uuid.UUID], Awaitable[Ticket]]
-    policy: Callable[[], PollPolicy]
+    __slots__ = ("_sleeping", "bus", "closed", "fetch", "get", "policy")
+
+    def __init__(
+        self,
+        *,
+        bus: TicketBus,
+        fetch: Callable[[uuid.UUID, float | None, bool], Awaitable[Ticket]],
+        get: Callable[[uuid.UUID], Awaitable[Ticket]],
+        policy: Callable[[], PollPolicy],
+        own_bus: bool,
+    ) -> None:
+        self.bus = bus
+        self.fetch = fetch
+        self.get = get
+        self.policy = policy
+        self.closed = False
+        # With a bus of its own the client ends its waits through the bus (no set: a
+        # sleeping wait costs one entry in the bus's map and nothing here).
+        self._sleeping: set[asyncio.Future[Ticket | None]] | None = None if own_bus else set()
+
+    def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
+        """Register a sleeping wait's future (on the bus, and here for a shared bus)."""
+        if self.closed:
+            raise _closed_error()
+        self.bus.add_waiter(ticket_id, fut)
+        if self._sleeping is not None:
+            self._sleeping.add(fut)
+
+    def discard(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
+        self.bus.discard_waiter(ticket_id, fut)
+        if self._sleeping is not None:
+            self._sleeping.discard(fut)
+
+    def close(self) -> None:
+        """End every sleeping wait of this client with a ``RuntimeError``; later waits
+        raise it instead of sleeping. A shared bus stays open for everyone else."""
+        self.closed = True
+        if self._sleeping is None:
+            close_waits = getattr(self.bus, "close_waits", None)
+            if close_waits is not None:
+                close_waits(_closed_error)
+            return
+        sleeping, self._sleeping = self._sleeping, set()
+        for fut in sleeping:
+            if not fut.done():
+                fut.set_exception(_closed_error())
+
+
+def _closed_error() -> RuntimeError:
+    return RuntimeError("the wait did not finish: the client was closed meanwhile")
 
 
 def _wake(fut: asyncio.Future[Ticket | None]) -> None:
@@ -150,31 +202,32 @@ class TicketHandle:
         self._see(ticket, asyncio.get_running_loop().time())
         return ticket
 
-    async def wait_until_created(
+    def wait_until_created(
         self,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         *,
         raise_on_failure: bool = True,
         poll: PollPolicy | None = None,
-    ) -> Ticket:
+    ) -> Coroutine[Any, Any, Ticket]:
         """Wait until the ticket is ``CREATED`` (or ``FAILED``) and return it.
 
-        Polls the retrieve endpoint on the client's :class:`PollPolicy` (first GET 1 s after
-        acceptance, then every ``max(1 s, 25 % of the time waited)`` ±10 %, at most 30 s
-        apart), and wakes at once when the client learns the state any other way (a
-        verified webhook, another handle's poll). A ``Retry-After`` from the server lengthens
-        the next gap, within the policy's bounds. Transient failures of a GET (5xx, 429,
-        timeouts, dropped connections) are retried and never end the wait before its
-        deadline; 401/403/404 end it at once.
+        Polls the retrieve endpoint on the client's :class:`PollPolicy` (first GET 1 to 2 s
+        after acceptance, at a random point so that waits created together do not poll
+        together, then every ``max(1 s, 25 % of the time waited)``, at most 30 s apart, on
+        a schedule anchored at acceptance), and wakes at once when the client learns the
+        state any other way (a verified webhook, another handle's poll). A ``Retry-After``
+        from the server moves the next GET to a later point, within the policy's bounds.
+        Transient failures of a GET (5xx, 429, timeouts, dropped connections) are retried
+        and never end the wait before its deadline; 401/403/404 end it at once.
 
         Webhook first: on a client with a webhook handler mounted
         (:meth:`SkalaClient.webhook_handler`), a verified event ends the wait the moment it
         arrives (also one that arrived before the wait began), and polling runs only as a
-        slow fallback (the client's ``webhook_poll``: first GET after 60 s, then every 30
-        to 120 s). If a wait learns the outcome by its own GET instead, or the receiver
-        refuses a delivery (bad signature, stale, malformed, too large), webhooks are
-        taken to have stopped: every wait asleep on the slow policy is rescheduled on the
-        normal one at once, until the next verified webhook.
+        slow fallback (the client's ``webhook_poll``: first GET after 60 to 90 s, then
+        every 30 to 120 s). If a wait learns the outcome by its own GET instead, or the
+        receiver refuses a delivery (bad signature, stale, malformed, too large), webhooks
+        are taken to have stopped: every wait asleep on the slow policy is rescheduled on
+        the normal one at once, until the next verified webhook.
 
         A wait never times out without asking: whatever the schedule, its last GET starts
         shortly before the deadline (1 s before it, or a quarter of ``timeout`` if that is
@@ -195,16 +248,15 @@ class TicketHandle:
             ApiError: the API refused the GET (not found, authentication, 20061).
 
         Cancelling the awaiting task stops the polling and leaves nothing running; the
-        ticket itself is unaffected (the API has no cancel).
+        ticket itself is unaffected (the API has no cancel). Closing the client ends a
+        sleeping wait at once with a ``RuntimeError``.
+
+        This returns the polling coroutine itself (no wrapper): ``await`` it, or give it
+        to ``asyncio.create_task``.
         """
-        ticket: Ticket | None = self.ticket
-        async for ticket in self._changes(timeout, poll, yield_current=False):
-            if ticket.is_final:
-                break
-        assert ticket is not None  # _changes ends only after yielding a final ticket
-        if ticket.status is TicketStatus.FAILED and raise_on_failure:
-            raise TicketFailedError(ticket)
-        return ticket
+        # The polling coroutine itself, not a coroutine awaiting it: a sleeping wait is
+        # then one frame in the caller's task.
+        return self._run(timeout, poll, raise_on_failure, None)
 
     def watch(
         self,
@@ -220,120 +272,189 @@ class TicketHandle:
         passed while you held an item, the watch asks once more (a GET of at most 1 s)
         before it raises :class:`WaitTimeoutError`.
         """
-        return self._changes(timeout, poll, yield_current=True)
+        return self._changes(timeout, poll)
 
     async def _changes(
-        self, timeout: float | None, poll: PollPolicy | None, *, yield_current: bool
+        self, timeout: float | None, poll: PollPolicy | None
     ) -> AsyncIterator[Ticket]:
+        loop = asyncio.get_running_loop()
+        plan = await self._plan(timeout, poll, loop)
+        if self.ticket is not None:
+            plan.shown = self.ticket.status
+            yield self.ticket
+            if self.ticket.is_final:
+                return
+        while True:
+            ticket = await self._run(timeout, poll, False, plan)
+            if ticket.status != plan.shown:
+                plan.shown = ticket.status
+                yield ticket
+            if ticket.is_final:
+                return
+
+    async def _plan(
+        self, timeout: float | None, poll: PollPolicy | None, loop: asyncio.AbstractEventLoop
+    ) -> _Plan:
         check_timeout(timeout)
         waits = self._waits
-        bus = waits.bus
-        loop = asyncio.get_running_loop()
         if self.ticket is None or not self.ticket.is_final:
             # News that came before this wait began (a webhook, another process's GET)
             # already told the outcome.
-            known = await bus.kept(self.ticket_id)
+            known = await waits.bus.kept(self.ticket_id)
             if known is not None:
                 self._see(known.ticket, loop.time())
         now = loop.time()
-        # Slow fallback polling while webhooks arrive (read again before each sleep).
+        # Slow fallback polling while webhooks arrive (read again after each poll).
         policy = poll or waits.policy()
+        start = self.accepted_at if self.accepted_at is not None else now
+        # The schedule, in seconds since acceptance, with this wait's random phase.
+        scheduled = policy.first_poll()
+        # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
+        next_poll = start + scheduled if self.ticket is not None else now
         deadline = None if timeout is None else now + timeout
         # The last poll: no WaitTimeoutError unless a GET of this wait began at last_call
         # or later.
         lead = 0.0 if timeout is None else min(LAST_POLL_LEAD, LAST_POLL_SHARE * timeout)
-        last_call = None if deadline is None else deadline - lead
-        asked_at: float | None = None
-        start = self.accepted_at if self.accepted_at is not None else now
-        # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
-        next_poll = start + policy.first_delay if self.ticket is not None else now
-        # What this generator last yielded: another wait on the same handle may record a
-        # change first, and this one must still report it.
-        shown: TicketStatus | None = None
-        if yield_current and self.ticket is not None:
-            shown = self.ticket.status
-            yield self.ticket
-            if self.ticket.is_final:
-                return
-        elif self.ticket is not None and self.ticket.is_final:
-            yield self.ticket
-            return
+        return _Plan(deadline, lead, start, scheduled, next_poll)
+
+    async def _run(
+        self,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        raise_on_failure: bool,
+        watch: _Plan | None,
+    ) -> Ticket:
+        """The polling loop.
+
+        Without ``watch`` (a wait), it runs until a final status and returns (or raises)
+        the outcome. With ``watch`` (the state of a :meth:`watch`), it returns the first
+        ticket whose status differs from the one last shown, or that is final.
+        """
+        waits = self._waits
+        bus = waits.bus
+        loop = asyncio.get_running_loop()
+        plan = watch if watch is not None else await self._plan(timeout, poll, loop)
+        ticket = self.ticket
+        if watch is None and ticket is not None and ticket.is_final:
+            return _outcome(ticket, raise_on_failure)
         while True:
             now = loop.time()
+            deadline = plan.deadline
+            last_call = None if deadline is None else deadline - plan.lead
+            asked_at = plan.asked_at
             asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
             if deadline is not None and now >= deadline and asked_last:
                 raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket)
-            due = next_poll
+            due = plan.next_poll
             if not asked_last and last_call is not None:
                 due = min(due, last_call)  # and once more just before the deadline
             if now < due:
                 wake_at = due if deadline is None else min(due, deadline)
                 generation = bus.policy_generation
-                news = await self._sleep(loop, bus, wake_at - now)
-                if news is None and bus.policy_generation != generation:
-                    # Webhooks stopped: leave the slow fallback schedule at once.
-                    policy = poll or waits.policy()
-                    now = loop.time()
-                    next_poll = min(next_poll, now + policy.interval(now - start))
+                # The sleep, inline: a future woken by its timer or by news from the bus.
+                fut: asyncio.Future[Ticket | None] = loop.create_future()
+                waits.add(self.ticket_id, fut)  # raises if the client was closed
+                timer = loop.call_later(wake_at - now, _wake, fut)
+                try:
+                    news = await fut
+                finally:
+                    timer.cancel()
+                    waits.discard(self.ticket_id, fut)
+                if news is None:
+                    if bus.policy_generation != generation:
+                        # Webhooks stopped: leave the slow fallback schedule at once.
+                        plan.reschedule(poll or waits.policy(), loop.time())
                     continue
-                if news is not None:
-                    self._see(news, loop.time())
-                    if news.status != shown:
-                        shown = news.status
-                        yield news
-                    if news.is_final:
-                        return
-                continue
-            # A poll is due. First what the bus keeps: news published where this process
-            # did not hear it (a lost message, a bus that was away) costs no GET.
-            known = await bus.kept(self.ticket_id)
-            if known is not None:
-                self._see(known.ticket, loop.time())
-                if known.ticket.status != shown:
-                    shown = known.ticket.status
-                    yield known.ticket
-                return  # only final states are kept
-            retry_after: float | None = None
-            before = self.ticket
-            # The last poll does not queue behind other waits' polls for a poll slot: it
-            # has to be sent before the deadline.
-            last = not asked_last and last_call is not None and now >= last_call
-            asked_at = now
-            # Past the deadline without having asked (a watch() whose consumer held on to
-            # an item until then): one short last GET rather than a timeout without asking.
-            get_deadline = deadline if deadline is None or now < deadline else now + lead
-            try:
-                ticket = await waits.fetch(self.ticket_id, get_deadline, not last)
-            except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
-                if isinstance(exc, TransportError) and not exc.retryable:
-                    raise  # a certificate that does not verify: polling cannot fix it
-                # Transient (the GET already used its own retries): keep waiting.
-                retry_after = getattr(exc, "retry_after", None)
-                log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
-            else:
-                self.polls += 1
-                if ticket.is_final and before is not None and not before.is_final:
-                    # A webhook, if any were coming, would have told (the bus knows whether
-                    # one landed anywhere while this GET was in flight).
-                    await bus.check_missed(self.ticket_id)
+                self._see(news, loop.time())
+                ticket = news
+            elif (known := await bus.kept(self.ticket_id)) is not None:
+                # A poll is due, but the bus keeps a final state: news published where
+                # this wait did not hear it (a lost message, a bus that was away) costs
+                # no GET.
+                ticket = known.ticket
                 self._see(ticket, loop.time())
-                if ticket.status != shown:
-                    shown = ticket.status
-                    yield ticket
+            else:
+                retry_after: float | None = None
+                before = self.ticket
+                # The last poll does not queue behind other waits' polls for a poll slot:
+                # it has to be sent before the deadline.
+                last = not asked_last and last_call is not None and now >= last_call
+                plan.asked_at = now
+                # Past the deadline without having asked (a watch() whose consumer held on
+                # to an item until then): one short last GET rather than a timeout without
+                # asking.
+                get_deadline = deadline if deadline is None or now < deadline else now + plan.lead
+                try:
+                    ticket = await waits.fetch(self.ticket_id, get_deadline, not last)
+                except (
+                    TransportError,
+                    ServerError,
+                    RateLimitedError,
+                    UnexpectedResponseError,
+                ) as exc:
+                    if isinstance(exc, TransportError) and not exc.retryable:
+                        raise  # a certificate that does not verify: polling cannot fix it
+                    # Transient (the GET already used its own retries): keep waiting.
+                    retry_after = getattr(exc, "retry_after", None)
+                    log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
+                    ticket = None
+                else:
+                    self.polls += 1
+                    if ticket.is_final and before is not None and not before.is_final:
+                        # A webhook, if any were coming, would have told (the bus knows
+                        # whether one landed anywhere while this GET was in flight).
+                        await bus.check_missed(self.ticket_id)
+                    self._see(ticket, loop.time())
+                plan.advance(poll or waits.policy(), loop.time(), retry_after)
+            if ticket is None:
+                continue
+            if watch is None:
                 if ticket.is_final:
-                    return
-            now = loop.time()
-            policy = poll or waits.policy()
-            next_poll = now + policy.interval(now - start, retry_after)
+                    return _outcome(ticket, raise_on_failure)
+            elif ticket.is_final or ticket.status != plan.shown:
+                return ticket
 
-    async def _sleep(
-        self, loop: asyncio.AbstractEventLoop, bus: TicketBus, seconds: float
-    ) -> Ticket | None:
-        fut: asyncio.Future[Ticket | None] = loop.create_future()
-        timer = loop.call_later(seconds, _wake, fut)
-        bus.add_waiter(self.ticket_id, fut)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            bus.discard_waiter(self.ticket_id, fut)
+
+def _outcome(ticket: Ticket, raise_on_failure: bool) -> Ticket:
+    if ticket.status is TicketStatus.FAILED and raise_on_failure:
+        raise TicketFailedError(ticket)
+    return ticket
+
+
+class _Plan:
+    """Where a wait stands in its schedule (times are event-loop seconds)."""
+
+    __slots__ = ("asked_at", "deadline", "lead", "next_poll", "scheduled", "shown", "start")
+
+    def __init__(
+        self,
+        deadline: float | None,
+        lead: float,
+        start: float,
+        scheduled: float,
+        next_poll: float,
+    ) -> None:
+        self.deadline = deadline
+        #: The last poll starts at least this long before the deadline.
+        self.lead = lead
+        #: When this wait's latest GET began (the last poll is the one at ``deadline -
+        #: lead`` or later).
+        self.asked_at: float | None = None
+        #: Acceptance of the ticket: the schedule's origin.
+        self.start = start
+        #: The schedule's current point, in seconds since ``start``.
+        self.scheduled = scheduled
+        self.next_poll = next_poll
+        #: The status a watch last yielded.
+        self.shown: TicketStatus | None = None
+
+    def advance(self, policy: PollPolicy, now: float, retry_after: float | None) -> None:
+        """After a poll: the schedule's next point after ``now``."""
+        self.scheduled = policy.next_poll(self.scheduled, now - self.start, retry_after)
+        self.next_poll = self.start + self.scheduled
+
+    def reschedule(self, policy: PollPolicy, now: float) -> None:
+        """The client's policy changed: poll no later than ``policy`` would from now."""
+        fresh = policy.next_poll(policy.first_poll(), now - self.start)
+        self.scheduled = min(self.next_poll - self.start, fresh)
+        self.next_poll = self.start + self.scheduled

@@ -42,7 +42,8 @@ import collections
 import enum
 import logging
 import uuid
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Protocol, Union, runtime_checkable
 
 import attrs
 
@@ -164,7 +165,8 @@ class LocalBus:
         if not isinstance(kept, int) or kept < 0:
             raise ValueError(f"kept must be an integer >= 0, got {kept!r}")
         self._kept_size = kept
-        self._waiters: dict[uuid.UUID, set[asyncio.Future[Ticket | None]]] = {}
+        # Each ticket maps to the one future waiting on it or, for several, a set of them.
+        self._waiters: dict[uuid.UUID, _Waiters] = {}
         self._kept: collections.OrderedDict[uuid.UUID, KeptTicket] = collections.OrderedDict()
         self._healthy = False
         self._pause_until = 0.0
@@ -192,11 +194,9 @@ class LocalBus:
         if ticket.is_final:
             self._keep(ticket, webhook)
         self.published += 1
-        futs = self._waiters.get(ticket.ticket_id)
-        if futs:
-            for fut in list(futs):
-                if not fut.done():
-                    fut.set_result(ticket)
+        for fut in self._futures(ticket.ticket_id):
+            if not fut.done():
+                fut.set_result(ticket)
 
     def _keep(self, ticket: Ticket, webhook: bool) -> None:
         if self._kept_size == 0:
@@ -216,23 +216,46 @@ class LocalBus:
         return self._kept.get(ticket_id)
 
     def add_waiter(self, ticket_id: uuid.UUID, waiter: asyncio.Future[Ticket | None]) -> None:
-        self._waiters.setdefault(ticket_id, set()).add(waiter)
+        current = self._waiters.get(ticket_id)
+        if current is None:
+            self._waiters[ticket_id] = waiter  # a lone waiter needs no set
+        elif isinstance(current, set):
+            current.add(waiter)
+        else:
+            self._waiters[ticket_id] = {current, waiter}
         # News that came while the wait was busy elsewhere (asking Redis, say) is not lost.
         known = self._kept.get(ticket_id)
         if known is not None and not waiter.done():
             waiter.set_result(known.ticket)
 
     def discard_waiter(self, ticket_id: uuid.UUID, waiter: asyncio.Future[Ticket | None]) -> None:
-        futs = self._waiters.get(ticket_id)
-        if futs is not None:
-            futs.discard(waiter)
-            if not futs:
+        current = self._waiters.get(ticket_id)
+        if current is waiter:
+            del self._waiters[ticket_id]
+        elif isinstance(current, set):
+            current.discard(waiter)
+            if not current:
                 del self._waiters[ticket_id]
+
+    def _futures(self, ticket_id: uuid.UUID) -> list[asyncio.Future[Ticket | None]]:
+        current = self._waiters.get(ticket_id)
+        if current is None:
+            return []
+        return list(current) if isinstance(current, set) else [current]
 
     def waiting(self, ticket_id: uuid.UUID | None = None) -> int:
         if ticket_id is not None:
-            return len(self._waiters.get(ticket_id, ()))
-        return sum(len(f) for f in self._waiters.values())
+            return len(self._futures(ticket_id))
+        return sum(len(f) if isinstance(f, set) else 1 for f in self._waiters.values())
+
+    def close_waits(self, error: Callable[[], BaseException]) -> None:
+        """Fail every waiter of this process with ``error()`` (the client that made this bus
+        for itself was closed). The bus itself keeps working."""
+        waiters, self._waiters = self._waiters, {}
+        for current in waiters.values():
+            for fut in current if isinstance(current, set) else (current,):
+                if not fut.done():
+                    fut.set_exception(error())
 
     @property
     def policy_generation(self) -> int:
@@ -279,8 +302,8 @@ class LocalBus:
     def _policy_changed(self) -> None:
         """Wake every sleeping wait so that it reschedules under the current policy."""
         self._generation += 1
-        for futs in list(self._waiters.values()):
-            for fut in list(futs):
+        for ticket_id in list(self._waiters):
+            for fut in self._futures(ticket_id):
                 if not fut.done():
                     fut.set_result(None)
 
@@ -320,3 +343,6 @@ class LocalBus:
     @property
     def pauses(self) -> int:
         return self._pauses
+
+
+_Waiters = Union["asyncio.Future[Ticket | None]", "set[asyncio.Future[Ticket | None]]"]

@@ -157,7 +157,11 @@ class SkalaClient:
         #: What waits, webhooks and bulk runs share (:mod:`skala_async.bus`).
         self.bus: TicketBus = bus if bus is not None else LocalBus()
         self._waits = Waits(
-            bus=self.bus, fetch=self._poll, get=self.get_ticket, policy=self._wait_policy
+            bus=self.bus,
+            fetch=self._poll,
+            get=self.get_ticket,
+            policy=self._wait_policy,
+            own_bus=bus is None,
         )
         self._max_polls = max_concurrent_polls
         self._poll_slots: asyncio.Semaphore | None = None
@@ -194,8 +198,13 @@ class SkalaClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the client (and its own HTTP session; a caller's session stays open)."""
+        """Close the client (and its own HTTP session; a caller's session stays open).
+
+        Waits still sleeping on the client end at once with a ``RuntimeError`` (only this
+        client's: a bus shared with other clients stays open, and is the caller's to close).
+        """
         self._finalizer.detach()
+        self._waits.close()
         await self._auth.aclose()
         await self._transport.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -118,51 +119,67 @@ class TestPollPolicy:
             1.0,
             30.0,
             0.25,
-            0.1,
+            1.0,
         )
 
     @pytest.mark.parametrize(
         ("elapsed", "expected"),
         [(0, 1.0), (2, 1.0), (4, 1.0), (8, 2.0), (40, 10.0), (100, 25.0), (120, 30.0), (1e6, 30.0)],
     )
-    def test_growth_without_jitter(self, elapsed: float, expected: float) -> None:
-        p = PollPolicy(jitter=0.0)
-        assert p.interval(elapsed, rng=random.Random(0)) == pytest.approx(expected)
+    def test_growth(self, elapsed: float, expected: float) -> None:
+        assert PollPolicy().interval(elapsed) == pytest.approx(expected)
 
     def test_interval_grows_with_elapsed(self) -> None:
-        p = PollPolicy(jitter=0.0)
+        p = PollPolicy()
         gaps = [p.interval(t) for t in (0, 5, 10, 20, 40, 80, 160)]
         assert gaps == sorted(gaps)
         assert gaps[0] == 1.0
         assert gaps[-1] == 30.0
 
-    @pytest.mark.parametrize("elapsed", [0, 3, 10, 40, 100, 119, 1000])
-    def test_jitter_bounds(self, elapsed: float) -> None:
-        p = PollPolicy()  # ±10 %, within [1, 30] before jitter
-        base = min(30.0, max(1.0, 0.25 * elapsed))
-        values = samples(lambda rng: p.interval(elapsed, rng=rng))
-        low, high = base * 0.9, min(30.0, base * 1.1)
-        assert all(low - 1e-9 <= v <= high + 1e-9 for v in values)
-        assert min(values) < base * 0.93
-        assert max(values) >= min(high, base * 1.07)
-        assert all(v <= 30.0 for v in values)
+    def test_without_jitter_the_schedule_is_fixed(self) -> None:
+        p = PollPolicy(jitter=0.0)
+        assert {p.first_poll(random.Random(seed)) for seed in SEEDS} == {1.0}
+        points = [p.first_poll()]
+        while points[-1] < 30:
+            points.append(p.next_poll(points[-1], points[-1]))
+        assert points == pytest.approx([1, 2, 3, 4, 5, 6.25, 7.8125, 9.765625, 12.20703125,
+                                        15.2587890625, 19.073486328125, 23.84185791015625,
+                                        29.802322387695312, 37.25290298461914])  # fmt: skip
 
-    def test_full_jitter(self) -> None:
-        p = PollPolicy(jitter=1.0)
-        values = samples(lambda rng: p.interval(40, rng=rng))
-        assert all(0 <= v <= 20.0 for v in values)
-        assert min(values) < 1.0
-        assert max(values) > 19.0
+    def test_phase_spreads_first_polls_over_one_gap(self) -> None:
+        p = PollPolicy()
+        values = samples(lambda rng: p.first_poll(rng))
+        assert all(1.0 <= v < 2.0 for v in values)
+        assert min(values) < 1.05
+        assert max(values) > 1.95
+        half = PollPolicy(jitter=0.5, first_delay=8.0)  # first gap 2 s: spread over 1 s
+        values = samples(lambda rng: half.first_poll(rng))
+        assert all(8.0 <= v < 9.0 for v in values)
+        assert max(values) > 8.9
 
-    def test_never_above_max_interval(self) -> None:
-        p = PollPolicy(max_interval=5.0, jitter=1.0)
-        for seed in SEEDS:
-            assert p.interval(10_000, rng=random.Random(seed)) <= 5.0
+    @pytest.mark.parametrize("seed", SEEDS)
+    def test_every_gap_keeps_the_lag_bound(self, seed: int) -> None:
+        # Whatever the phase, a ticket done at T >= first_delay is seen by
+        # T + max(min_interval, growth * T), capped by max_interval.
+        p = PollPolicy()
+        rng = random.Random(seed)
+        points = [p.first_poll(rng)]
+        while points[-1] < 600:
+            points.append(p.next_poll(points[-1], points[-1]))
+        assert points[0] <= p.first_delay + p.min_interval
+        for before, after in itertools.pairwise(points):
+            assert 0 < after - before <= p.clamp(p.growth * before) + 1e-9
 
     def test_seeded_rng_is_deterministic(self) -> None:
         p = PollPolicy()
-        assert p.interval(40, rng=random.Random(7)) == p.interval(40, rng=random.Random(7))
-        assert p.interval(40, rng=random.Random(7)) != p.interval(40, rng=random.Random(8))
+        assert p.first_poll(random.Random(7)) == p.first_poll(random.Random(7))
+        assert p.first_poll(random.Random(7)) != p.first_poll(random.Random(8))
+
+    def test_next_poll_skips_points_a_slow_answer_overran(self) -> None:
+        p = PollPolicy(jitter=0.0)
+        # Scheduled at 5 s; the answer came at 8 s: 6.25 and 7.8125 are not made up.
+        assert p.next_poll(5.0, 8.0) == pytest.approx(9.765625)
+        assert p.next_poll(5.0, 5.001) == 6.25
 
     @pytest.mark.parametrize(
         ("retry_after", "expected"),
@@ -174,13 +191,17 @@ class TestPollPolicy:
         assert p.interval(0, retry_after=retry_after) == expected
 
     def test_retry_after_never_lowers_gap(self) -> None:
-        p = PollPolicy(jitter=0.0)
+        p = PollPolicy()
         assert p.interval(80, retry_after=1.0) == 20.0  # the schedule's 20 s wins
 
-    def test_retry_after_above_max_with_jitter(self) -> None:
-        p = PollPolicy()
-        for seed in SEEDS:
-            assert p.interval(0, retry_after=1e9, rng=random.Random(seed)) == 30.0
+    def test_retry_after_moves_the_next_poll_to_a_later_point(self) -> None:
+        p = PollPolicy(jitter=0.0)
+        # Polled at 5 s, told to come back in 3 s: the first point at or after 8 s.
+        assert p.next_poll(5.0, 5.0, retry_after=3.0) == pytest.approx(9.765625)
+        # A hint below the schedule changes nothing; one above max_interval is clamped.
+        assert p.next_poll(5.0, 5.0, retry_after=0.1) == 6.25
+        later = p.next_poll(100.0, 100.0, retry_after=1e9)
+        assert 130.0 <= later <= 130.0 + 30.0
 
     def test_clamp(self) -> None:
         p = PollPolicy(min_interval=2.0, max_interval=10.0)

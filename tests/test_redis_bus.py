@@ -166,6 +166,34 @@ async def test_a_get_in_one_process_wakes_waits_in_the_others(
     assert skala_sandbox.count("get") == 1
 
 
+async def test_closing_one_client_of_a_shared_redis_bus_leaves_the_others_waiting(
+    redis_server: RedisServer, skala_sandbox: SkalaSandbox
+) -> None:
+    # Two clients of one process on one RedisBus, waiting on one ticket: closing the first
+    # ends its wait only; the bus stays connected and the other process's GET still wakes
+    # the second.
+    skala_sandbox.processing_delay = None
+    async with replicas(skala_sandbox, redis_server.url, 2, poll=NO_POLL) as pairs:
+        (bus_a, client_a), (_, client_b) = pairs
+        leaving = sandbox_client(skala_sandbox, bus=bus_a, poll=NO_POLL)
+        handle = await leaving.create_ticket(skala_sandbox.customer_id, "S", "D")
+        mine = asyncio.ensure_future(handle.wait_until_created(timeout=20))
+        staying = client_a.ticket_handle(handle.ticket_id)
+        staying.ticket = handle.ticket  # known PENDING: its first poll is 30 s away
+        theirs = asyncio.ensure_future(staying.wait_until_created(timeout=20))
+        await until(lambda: bus_a.waiting(handle.ticket_id) == 2)
+        await leaving.close()
+        with pytest.raises(RuntimeError, match="client was closed"):
+            await asyncio.wait_for(mine, 10)
+        assert bus_a.waiting(handle.ticket_id) == 1
+        assert not theirs.done()
+        skala_sandbox.complete(str(handle.ticket_id))
+        assert (await client_b.get_ticket(handle.ticket_id)).status is skala.TicketStatus.CREATED
+        assert (await asyncio.wait_for(theirs, 10)).status is skala.TicketStatus.CREATED
+        assert staying.polls == 0
+    assert skala_sandbox.count("get") == 1
+
+
 async def test_a_lost_publish_is_recovered_from_the_kept_state_at_the_next_poll(
     redis_server: RedisServer, skala_sandbox: SkalaSandbox
 ) -> None:

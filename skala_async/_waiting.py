@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ._backoff import PollPolicy, check_timeout
-from .bus import TicketBus
+from .bus import LocalBus, TicketBus
 from .errors import (
     RateLimitedError,
     ServerError,
@@ -57,12 +57,13 @@ class Waits:
             one of the client's poll slots); it publishes what it learns on the bus.
         get: one GET now (:meth:`TicketHandle.refresh`).
         policy: the client's poll policy right now (slow while webhooks arrive).
-        own_bus: the client made ``bus`` for itself; otherwise the bus is shared (with
-            other clients, or other processes) and the client keeps a set of its own
-            sleeping waits, so that closing it ends those and no one else's.
+        own_bus: ``bus`` again if the client made it for itself (``None``: the bus is the
+            caller's, perhaps shared with other clients or processes, and the client keeps
+            a set of its own sleeping waits, so that closing it ends those and no one
+            else's).
     """
 
-    __slots__ = ("_sleeping", "bus", "closed", "fetch", "get", "policy")
+    __slots__ = ("_own_bus", "_sleeping", "bus", "closed", "fetch", "get", "policy")
 
     def __init__(
         self,
@@ -71,16 +72,19 @@ class Waits:
         fetch: Callable[[uuid.UUID, float | None, bool], Awaitable[Ticket]],
         get: Callable[[uuid.UUID], Awaitable[Ticket]],
         policy: Callable[[], PollPolicy],
-        own_bus: bool,
+        own_bus: LocalBus | None,
     ) -> None:
         self.bus = bus
         self.fetch = fetch
         self.get = get
         self.policy = policy
         self.closed = False
+        self._own_bus = own_bus
         # With a bus of its own the client ends its waits through the bus (no set: a
         # sleeping wait costs one entry in the bus's map and nothing here).
-        self._sleeping: set[asyncio.Future[Ticket | None]] | None = None if own_bus else set()
+        self._sleeping: set[asyncio.Future[Ticket | None]] | None = (
+            None if own_bus is not None else set()
+        )
 
     def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
         """Register a sleeping wait's future (on the bus, and here for a shared bus)."""
@@ -99,12 +103,9 @@ class Waits:
         """End every sleeping wait of this client with a ``RuntimeError``; later waits
         raise it instead of sleeping. A shared bus stays open for everyone else."""
         self.closed = True
-        if self._sleeping is None:
-            close_waits = getattr(self.bus, "close_waits", None)
-            if close_waits is not None:
-                close_waits(_closed_error)
-            return
-        sleeping, self._sleeping = self._sleeping, set()
+        if self._own_bus is not None:
+            self._own_bus.close_waits(_closed_error)
+        sleeping, self._sleeping = self._sleeping or set(), set()
         for fut in sleeping:
             if not fut.done():
                 fut.set_exception(_closed_error())

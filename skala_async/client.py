@@ -154,14 +154,17 @@ class SkalaClient:
         self._finalizer = weakref.finalize(self, _release_abandoned, self._transport)
         if bus is not None and not isinstance(bus, TicketBus):
             raise TypeError(f"bus must implement skala_async.bus.TicketBus, got {bus!r}")
+        own_bus: LocalBus | None = None
+        if bus is None:
+            bus = own_bus = LocalBus()
         #: What waits, webhooks and bulk runs share (:mod:`skala_async.bus`).
-        self.bus: TicketBus = bus if bus is not None else LocalBus()
+        self.bus: TicketBus = bus
         self._waits = Waits(
             bus=self.bus,
             fetch=self._poll,
             get=self.get_ticket,
             policy=self._wait_policy,
-            own_bus=bus is None,
+            own_bus=own_bus,
         )
         self._max_polls = max_concurrent_polls
         self._poll_slots: asyncio.Semaphore | None = None

@@ -387,7 +387,9 @@ def _structured(request: Request, response: RawResponse, cls: type[Any]) -> Any:
             why = "; ".join(cattrs.transform_error(exc))
         else:
             why = str(exc)
-        raise _unexpected(request, response, f"unexpected JSON ({why})") from None
+    # Raised here, not in the handler: the converter's error (it holds the values it was
+    # given, a token among them) must not ride along as __context__.
+    raise _unexpected(request, response, f"unexpected JSON ({why})")
 
 
 def _fast_ticket(response: RawResponse) -> Ticket | None:

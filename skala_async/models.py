@@ -296,10 +296,26 @@ class _ChunkIter:
     def __next__(self) -> bytes:
         if self._f is None:
             self._f = self._open()
+        if self._remaining == 0:
+            # Every byte measured was read: one more means the file grew since.
+            extra = self._f.read(1)
+            self.close()
+            if extra:
+                raise OSError(
+                    f"{self._a.filename!r} became longer while it was being read "
+                    f"(more than the {self._a.size} bytes it had)"
+                )
+            raise StopIteration
         want = self._chunk_size if self._remaining < 0 else min(self._chunk_size, self._remaining)
-        chunk = self._f.read(want) if want else b""
+        chunk = self._f.read(want)
         if not chunk:
             self.close()
+            if self._remaining > 0:
+                size = self._a.size or 0
+                raise OSError(
+                    f"{self._a.filename!r} became shorter while it was being read "
+                    f"({size - self._remaining} of {size} bytes)"
+                )
             raise StopIteration
         if self._remaining >= 0:
             self._remaining -= len(chunk)

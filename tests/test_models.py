@@ -93,11 +93,19 @@ class TestFromPath:
         assert len(chunks) == 11
         assert all(len(c) <= 1000 for c in chunks)
 
-    def test_reads_only_the_size_seen_when_made(self, pdf: pathlib.Path) -> None:
+    def test_a_file_that_grew_since_it_was_made_is_an_os_error(self, pdf: pathlib.Path) -> None:
+        """Exactly the size seen when made, or an error: never a silent prefix."""
         att = Attachment.from_path(pdf)
         with pdf.open("ab") as f:
             f.write(b"appended later")
-        assert b"".join(att.iter_chunks()) == CONTENT
+        with pytest.raises(OSError, match="became longer"):
+            b"".join(att.iter_chunks())
+
+    def test_a_file_that_shrank_since_it_was_made_is_an_os_error(self, pdf: pathlib.Path) -> None:
+        att = Attachment.from_path(pdf)
+        pdf.write_bytes(CONTENT[:10])
+        with pytest.raises(OSError, match=r"became shorter .*\(10 of"):
+            b"".join(att.iter_chunks(4))
 
     def test_chunks_can_be_read_twice(self, pdf: pathlib.Path) -> None:
         att = Attachment.from_path(pdf)

@@ -26,7 +26,6 @@ from .errors import (
     CreateOutcomeUnknownError,
     RequestTimeoutError,
     SkalaError,
-    TransportError,
 )
 from .models import FileLike, Ticket, TicketDraft
 
@@ -521,6 +520,8 @@ class SkalaClient:
                     and _protocol.is_auth_failure(exc)
                     and self._auth.can_refresh
                     and not refreshed
+                    # a create is sent again only after a documented refusal
+                    and (request.kind != "create" or _protocol.create_refused(exc))
                 ):
                     refreshed = True
                     attempt -= 1
@@ -557,15 +558,8 @@ def exc_path(exc: SkalaError) -> str | None:
 
 
 def _ambiguous(exc: SkalaError) -> bool:
-    """Whether a failed create may have opened a ticket anyway."""
-    if _protocol.create_may_be_resent(exc):
-        return False  # refused before any work (429, 503 + Retry-After, no connection)
-    if isinstance(exc, TransportError):
-        return exc.request_sent
-    if isinstance(exc, ApiError):
-        status = int(exc.status)
-        return status >= 500 or status == 408 or 200 <= status < 300
-    return False
+    """Whether a failed create may have opened a ticket anyway: anything but a refusal."""
+    return not _protocol.create_refused(exc)
 
 
 def _release_abandoned(transport: Transport) -> None:

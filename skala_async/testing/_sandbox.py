@@ -251,6 +251,7 @@ class Fault:
     body: str | bytes | None = None
     content_type: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    processed: bool = False
 
     @classmethod
     def http(
@@ -261,12 +262,17 @@ class Fault:
         body: str | bytes | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        processed: bool = False,
     ) -> Fault:
         """Answer with ``status`` without processing the request.
 
         The body has the API's error shape, except 502 which answers with a proxy's HTML
         page. ``retry_after`` (seconds, or a literal header value such as an HTTP date)
         becomes a ``Retry-After`` header; ``body``/``content_type``/``headers`` override.
+        With ``processed=True`` the request is processed as usual first (a create stores
+        its ticket), then answered with ``status`` and the real answer's body (or
+        ``body``, if given): a server or proxy that did the work, then answered
+        ``303 See Other`` or ``200`` instead of ``202``.
         """
         if not 100 <= status <= 599:
             raise ValueError(f"not an HTTP status: {status}")
@@ -277,6 +283,7 @@ class Fault:
             body=body,
             content_type=content_type,
             headers=dict(headers or {}),
+            processed=processed,
         )
 
     @classmethod
@@ -304,7 +311,7 @@ class Fault:
     def label(self) -> str:
         """A short description, as stored in :attr:`RecordedRequest.fault`."""
         if self.kind == "http":
-            return f"http:{self.status}"
+            return f"http:{self.status}" + (" after processing" if self.processed else "")
         if self.kind == "drop":
             return "drop_after_body" if self.after_body else "drop"
         if self.kind == "delay":
@@ -1072,7 +1079,7 @@ class SkalaSandbox:
                 ctx.fault = fault.label
                 ctx.applied_fault = fault
         if fault is not None:
-            if fault.kind == "http":
+            if fault.kind == "http" and not fault.processed:
                 return self._fault_response(fault)
             if fault.kind == "drop":
                 if fault.after_body:
@@ -1100,6 +1107,12 @@ class SkalaSandbox:
             response = self._other(request)
         if fault is not None and fault.kind == "drop_after_processing":
             raise _Dropped
+        if fault is not None and fault.kind == "http":  # processed: answer otherwise
+            if fault.body is not None:
+                return self._fault_response(fault)
+            headers = {"Content-Type": response.headers.get("Content-Type", "text/plain")}
+            headers.update(fault.headers)
+            return web.Response(status=fault.status or 500, body=response.body, headers=headers)
         return response
 
     def _fault_response(self, fault: Fault) -> web.Response:

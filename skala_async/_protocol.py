@@ -271,6 +271,20 @@ def form_body(request: Request) -> bytes:
     return urllib.parse.urlencode(request.form).encode("ascii")
 
 
+def redact_url(url: str) -> str:
+    """``url`` fit to show: any user-info (``user:password@``) replaced by ``***@``.
+
+    Everything before the last ``@`` after the scheme goes, also when the text is not a
+    well-formed URL (``svc:pw@host``, a raw ``/`` in a password): showing too little of a
+    refused URL is harmless, showing a password is not.
+    """
+    if "@" not in url:
+        return url
+    scheme, sep, _ = url.partition("://")
+    head = scheme + sep if sep and "@" not in scheme else ""
+    return head + "***@" + url.rsplit("@", 1)[1]
+
+
 # --------------------------------------------------------------------------- responses
 
 

@@ -53,14 +53,22 @@ _WEBHOOK_TICKETS_KEPT = 10_000
 def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
     if not isinstance(base_url, str) or not base_url:
         raise ValueError("base_url must be a URL such as SANDBOX_URL")
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("base_url must not carry a query, fragment or credentials")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    # A refused URL is shown without its user-info: it may hold a password.
+    shown = _protocol.redact_url(base_url)
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        hostname = parts.hostname
+    except ValueError:  # an unbalanced "[" (IPv6) ...: its message may quote the URL
+        parts = None
+    if parts is None:  # raised here, not in the handler: no __context__ to quote it
+        raise ValueError(f"base_url is not a valid URL: {shown!r}")
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")
+    if parts.query or parts.fragment or "@" in parts.netloc or "@" in base_url:
+        raise ValueError("base_url must not carry a query, fragment or credentials (user-info)")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(hostname):
         raise ValueError(
-            f"refusing plain http:// to {parts.hostname}: credentials and tickets would travel "
+            f"refusing plain http:// to {hostname}: credentials and tickets would travel "
             "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it"
         )
     return base_url.rstrip("/")

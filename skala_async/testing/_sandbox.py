@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from types import EllipsisType, TracebackType
 from typing import Any, Literal, NamedTuple, TypeAlias
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import aiohttp
 import attrs
@@ -59,6 +59,7 @@ from skala_async._limits import (
     SUPPORT_TICKETS_NOT_ENABLED_CODE,
     TOKEN_PATH,
 )
+from skala_async._protocol import redact_url
 from skala_async.testing import _contract
 from skala_async.webhooks import read_capped
 
@@ -230,6 +231,17 @@ class WebhookDelivery(NamedTuple):
     ticket_id: str
     status: str
     result: int | str
+
+
+def _hide_userinfo(text: str, url: str) -> str:
+    """``text`` (an error about ``url``) without the user-info ``url`` may carry."""
+    text = text.replace(url, redact_url(url))
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    for secret in sorted({userinfo, password, unquote(userinfo), unquote(password)}, key=len)[::-1]:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _format_seconds(value: float) -> str:
@@ -982,7 +994,8 @@ class SkalaSandbox:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            result = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            result = _hide_userinfo(text, url)
         self.webhook_deliveries.append(WebhookDelivery(ticket.ticket_id, ticket.status, result))
 
     # -- HTTP --------------------------------------------------------------------------------

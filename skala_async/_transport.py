@@ -160,7 +160,7 @@ class AttachmentPayload(aiohttp.payload.Payload):
         chunks = att.iter_chunks(CHUNK_SIZE)
         prefix = remaining < expected  # only part of it was asked for: no end to check
         try:
-            while remaining > 0 or not prefix:
+            while remaining > 0 if prefix else not chunks.done:
                 try:
                     chunk = await loop.run_in_executor(None, _next_chunk, chunks)
                 except Exception as exc:

@@ -101,6 +101,21 @@ class TestFromPath:
         with pytest.raises(OSError, match="became longer"):
             b"".join(att.iter_chunks())
 
+    def test_an_empty_file_that_grew_is_an_os_error(self, tmp_path: pathlib.Path) -> None:
+        empty = tmp_path / "empty.pdf"
+        empty.write_bytes(b"")
+        att = Attachment.from_path(empty)
+        assert list(att.iter_chunks()) == []
+        empty.write_bytes(b"late")
+        with pytest.raises(OSError, match="became longer"):
+            list(att.iter_chunks())
+
+    def test_reading_past_the_end_stays_at_the_end(self, pdf: pathlib.Path) -> None:
+        chunks = Attachment.from_path(pdf).iter_chunks(len(CONTENT))
+        assert next(chunks) == CONTENT
+        assert chunks.done
+        assert next(chunks, None) is None  # the file is not opened again
+
     def test_a_file_that_shrank_since_it_was_made_is_an_os_error(self, pdf: pathlib.Path) -> None:
         att = Attachment.from_path(pdf)
         pdf.write_bytes(CONTENT[:10])

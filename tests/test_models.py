@@ -110,6 +110,10 @@ class TestFromPath:
         with pytest.raises(OSError, match="became longer"):
             list(att.iter_chunks())
 
+    def test_an_attachment_of_unknown_size_is_read_to_its_end(self, pdf: pathlib.Path) -> None:
+        att = Attachment("x.pdf", "application/pdf", None, path=pdf)
+        assert b"".join(att.iter_chunks(7)) == CONTENT
+
     def test_reading_past_the_end_stays_at_the_end(self, pdf: pathlib.Path) -> None:
         chunks = Attachment.from_path(pdf).iter_chunks(len(CONTENT))
         assert next(chunks) == CONTENT

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 import skala_async as skala
-from skala_async import RetryPolicy, sync
+from skala_async import RetryPolicy, cli, sync
 from skala_async.bulk import _outcome_for
 from skala_async.cli import EXIT_TRANSPORT, EXIT_USAGE, main
 from skala_async.errors import (
@@ -334,6 +334,32 @@ async def test_bulk_marks_an_upload_cut_off_on_our_side_failed_and_a_rerun_sends
         assert len(sb.tickets) == 2
         (stored,) = [t for t in sb.tickets.values() if t.summary == "with a file"]
         assert stored.files[0].size == len(content)
+
+
+def test_cli_exits_2_when_a_file_shrinks_during_the_upload(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "screen.mp4"
+    path.write_bytes(bytes(3 * 256 * 1024))
+    draw = cli.ProgressBar.__call__
+
+    def shrink_then_draw(self: cli.ProgressBar, sent: int, total: int) -> None:
+        path.write_bytes(b"")  # someone truncates the file while it is being sent
+        draw(self, sent, total)
+
+    monkeypatch.setattr(cli.ProgressBar, "__call__", shrink_then_draw)
+    with threaded_sandbox(processing_delay=None) as sb:
+        argv = ["--json", "create", "--customer-id", sb.customer_id, "--summary", "s"]
+        argv += ["--description", "d", "--file", str(path), "--progress"]
+        argv += ["--base-url", sb.url, "--client-id", sb.client_id]
+        argv += ["--client-secret", sb.client_secret]
+        assert main(argv) == EXIT_USAGE
+        out, err = capsys.readouterr()
+        assert "upload cut off" in err
+        assert "became shorter" in err
+        assert "no ticket was created" in err
+        assert json.loads(out)["error"]["exception"] == "UploadAbortedError"
+        assert sb.tickets == {}
 
 
 # ============================================================================ user-info in URLs

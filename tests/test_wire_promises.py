@@ -274,7 +274,7 @@ async def test_an_upload_cut_off_on_our_side_is_not_ambiguous(
     change: Any, cause: type[BaseException], text: str, tmp_path: Path
 ) -> None:
     path = tmp_path / "screen.mp4"
-    path.write_bytes(bytes(3 * 256 * 1024 + 5))  # several chunks
+    path.write_bytes(bytes(3 * 1024 * 1024 + 5))  # several chunks and sendfile slices
     attachment = skala.Attachment.from_path(path)  # measured now
     progress = None
     if change == "deleted":
@@ -340,7 +340,7 @@ def test_cli_exits_2_when_a_file_shrinks_during_the_upload(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "screen.mp4"
-    path.write_bytes(bytes(3 * 256 * 1024))
+    path.write_bytes(bytes(3 * 1024 * 1024))
     draw = cli.ProgressBar.__call__
 
     def shrink_then_draw(self: cli.ProgressBar, sent: int, total: int) -> None:

@@ -46,6 +46,7 @@ from .errors import (
     TicketNotFoundError,
     TransportError,
     UnexpectedResponseError,
+    UploadAbortedError,
     ValidationError,
 )
 from .models import Attachment, Ticket, TicketDraft, TicketStatus, content_type_for
@@ -270,6 +271,20 @@ def form_body(request: Request) -> bytes:
     return urllib.parse.urlencode(request.form).encode("ascii")
 
 
+def redact_url(url: str) -> str:
+    """``url`` fit to show: any user-info (``user:password@``) replaced by ``***@``.
+
+    Everything before the last ``@`` after the scheme goes, also when the text is not a
+    well-formed URL (``svc:pw@host``, a raw ``/`` in a password): showing too little of a
+    refused URL is harmless, showing a password is not.
+    """
+    if "@" not in url:
+        return url
+    scheme, sep, _ = url.partition("://")
+    head = scheme + sep if sep and "@" not in scheme else ""
+    return head + "***@" + url.rsplit("@", 1)[1]
+
+
 # --------------------------------------------------------------------------- responses
 
 
@@ -387,7 +402,9 @@ def _structured(request: Request, response: RawResponse, cls: type[Any]) -> Any:
             why = "; ".join(cattrs.transform_error(exc))
         else:
             why = str(exc)
-        raise _unexpected(request, response, f"unexpected JSON ({why})") from None
+    # Raised here, not in the handler: the converter's error (it holds the values it was
+    # given, a token among them) must not ride along as __context__.
+    raise _unexpected(request, response, f"unexpected JSON ({why})")
 
 
 def _fast_ticket(response: RawResponse) -> Ticket | None:
@@ -412,11 +429,15 @@ def _fast_ticket(response: RawResponse) -> Ticket | None:
 def parse_ticket(request: Request, response: RawResponse) -> Ticket:
     """A :class:`Ticket` from a create (202) or retrieve (200) response, or raise.
 
-    Create answers 202 and retrieve 200; either 2xx is accepted for both, since the body
-    is the same three fields.
+    A create succeeds only with the documented ``202``: any other status, 2xx included, is
+    an answer the API does not give to a create, and the caller cannot tell whether a
+    ticket was made (:func:`create_refused` says which errors prove it was not). A
+    retrieve accepts any 2xx, since the body is the same three fields.
     """
     if not 200 <= response.status < 300:
         raise error_for(request, response)
+    if request.kind == "create" and response.status != 202 and not response.truncated:
+        raise _unexpected(request, response, "a create is answered 202 Accepted")
     ticket = _fast_ticket(response) or _structured(request, response, Ticket)
     if request.kind == "get":
         expected = request.path.rstrip("/").rsplit("/", 1)[-1]
@@ -436,6 +457,33 @@ def parse_token(request: Request, response: RawResponse) -> TokenInfo:
 
 
 # --------------------------------------------------------------------------- retry rules
+
+
+def create_refused(error: BaseException) -> bool:
+    """Whether a failed create surely made no ticket (a refusal, not an ambiguous answer).
+
+    Only these prove it: a connection that could not be opened; a body cut off on our side
+    before it was complete (:class:`UploadAbortedError`: no server can process half a
+    body); a 429; a 503 with ``Retry-After``; and a 4xx (other than 408) in the API's error
+    shape, ``{"code": int, "type": str, ...}`` (reference section 7). Every other answer
+    (a 1xx or 3xx as the final answer, a 2xx other than 202, 5xx, a 4xx page from a proxy,
+    a body that cannot be read, a timeout or a reset after sending) may come after the
+    ticket was stored, so it is ambiguous.
+    """
+    if isinstance(error, UploadAbortedError):
+        return True
+    if isinstance(error, TransportError):
+        return not error.request_sent
+    if create_may_be_resent(error):
+        return True
+    if isinstance(error, ApiError) and not isinstance(error, UnexpectedResponseError):
+        status = int(error.status)
+        return 400 <= status < 500 and status != 408 and _error_shaped(error)
+    return False
+
+
+def _error_shaped(error: ApiError) -> bool:
+    return error.code is not None and error.type is not None
 
 
 def create_may_be_resent(error: BaseException) -> bool:

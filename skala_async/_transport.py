@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, Any
 
 import aiohttp
@@ -29,7 +29,13 @@ from aiohttp.http_writer import StreamWriter
 
 from ._protocol import MAX_RESPONSE_BYTES, RawResponse, Request, form_body
 from ._version import __version__
-from .errors import RequestTimeoutError, TransportError
+from .errors import (
+    RequestTimeoutError,
+    SkalaError,
+    TransportError,
+    UnderlyingError,
+    UploadAbortedError,
+)
 from .models import Attachment
 
 __all__ = ["AttachmentPayload", "Timeouts", "Transport"]
@@ -71,6 +77,24 @@ class Timeouts:
         return self.connect + self.upload_read + size / self.upload_min_rate
 
 
+class _LocalFailure:
+    """The first failure on our own side while one request body was being written.
+
+    A file that could not be read or changed size, or a ``progress`` callback that raised:
+    the body stops before its end, so no server can have processed it. aiohttp reports it
+    as a connection error ("Can not write request body"); this tells the two apart.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+    def record(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+
+
 class AttachmentPayload(aiohttp.payload.Payload):
     """A multipart part streamed from an :class:`Attachment`, with a known size."""
 
@@ -81,6 +105,7 @@ class AttachmentPayload(aiohttp.payload.Payload):
         attachment: Attachment,
         *,
         progress: Callable[[int], None] | None = None,
+        failure: _LocalFailure | None = None,
     ) -> None:
         super().__init__(
             attachment, content_type=attachment.content_type, filename=attachment.filename
@@ -88,6 +113,20 @@ class AttachmentPayload(aiohttp.payload.Payload):
         self._attachment = attachment
         self._size = attachment.size
         self._progress = progress
+        self._failure = failure if failure is not None else _LocalFailure()
+
+    def _report(self, sent: int) -> None:
+        if self._progress is not None:
+            try:
+                self._progress(sent)
+            except Exception as exc:
+                self._failure.record(exc)
+                raise
+
+    def _local(self, error: Exception) -> None:
+        """Raise ``error``, a failure on our side, recorded as such."""
+        self._failure.record(error)
+        raise error
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("an attachment is binary content, it has no text form")
@@ -106,36 +145,38 @@ class AttachmentPayload(aiohttp.payload.Payload):
             for start in range(0, len(view), CHUNK_SIZE):
                 piece = view[start : start + CHUNK_SIZE]
                 await writer.write(piece)
-                if self._progress is not None:
-                    self._progress(len(piece))
+                self._report(len(piece))
             return
         loop = asyncio.get_running_loop()
         if (
             remaining > 0
             and isinstance(writer, _Coalescing)
             and writer.can_sendfile()
-            and await self._send_file(loop, writer, remaining)
+            and await self._send_file(loop, writer, remaining, whole=remaining == expected)
         ):
             return
+        # The chunks are exactly ``size`` bytes, or an OSError: a file that became shorter
+        # or longer, or vanished, since it was measured (see Attachment.iter_chunks).
         chunks = att.iter_chunks(CHUNK_SIZE)
+        prefix = remaining < expected  # only part of it was asked for: no end to check
         try:
-            while remaining > 0:
-                chunk = await loop.run_in_executor(None, _next_chunk, chunks)
+            while remaining > 0 if prefix else not chunks.done:
+                try:
+                    chunk = await loop.run_in_executor(None, _next_chunk, chunks)
+                except Exception as exc:
+                    self._failure.record(exc)
+                    raise
                 if not chunk:
-                    raise OSError(
-                        f"{att.filename!r} became shorter while it was being sent "
-                        f"({expected - remaining} of {expected} bytes)"
-                    )
+                    break  # the end, checked: the file is still exactly its size
                 chunk = chunk[:remaining]
                 remaining -= len(chunk)
                 await writer.write(chunk)
-                if self._progress is not None:
-                    self._progress(len(chunk))
+                self._report(len(chunk))
         finally:
             chunks.close()  # closes only what it opened: a caller's file object stays open
 
     async def _send_file(
-        self, loop: asyncio.AbstractEventLoop, writer: _Coalescing, count: int
+        self, loop: asyncio.AbstractEventLoop, writer: _Coalescing, count: int, *, whole: bool
     ) -> bool:
         """Hand the file to the kernel with ``sendfile()``: no worker thread, no copy.
 
@@ -167,13 +208,22 @@ class AttachmentPayload(aiohttp.payload.Payload):
                         raise
                     return False
                 done += sent
-                if sent and self._progress is not None:
-                    self._progress(sent)
+                if sent:
+                    self._report(sent)
                 if sent < piece:
-                    raise OSError(
-                        f"{att.filename!r} became shorter while it was being sent "
-                        f"({done} of {count} bytes)"
+                    self._local(
+                        OSError(
+                            f"{att.filename!r} became shorter while it was being sent "
+                            f"({done} of {count} bytes)"
+                        )
                     )
+            if whole and os.fstat(f.fileno()).st_size > offset + count:
+                self._local(
+                    OSError(
+                        f"{att.filename!r} became longer while it was being sent "
+                        f"(more than the {count} bytes it had)"
+                    )
+                )
             return True
         finally:
             if own:
@@ -295,7 +345,9 @@ class _FormPayload(aiohttp.payload.Payload):
         await self._multipart.close()
 
 
-def _form(request: Request, progress: ProgressCallback | None) -> _FormPayload:
+def _form(
+    request: Request, progress: ProgressCallback | None, failure: _LocalFailure | None = None
+) -> _FormPayload:
     # Always multipart, also without files: the endpoint documents only multipart.
     form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
     for name, value in request.fields:
@@ -312,7 +364,9 @@ def _form(request: Request, progress: ProgressCallback | None) -> _FormPayload:
     for att in request.files:
         form.add_field(
             "files",
-            AttachmentPayload(att, progress=on_chunk if progress is not None else None),
+            AttachmentPayload(
+                att, progress=on_chunk if progress is not None else None, failure=failure
+            ),
             filename=att.filename,
             content_type=att.content_type,
         )
@@ -411,12 +465,17 @@ class Transport:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data: Any = None
+        failure = _LocalFailure()
         if request.kind == "create":
-            data = _form(request, progress)
+            data = _form(request, progress, failure)
         elif request.form:
             data = form_body(request)
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        error: SkalaError
         try:
+            # Redirects are never followed: aiohttp would turn a POST answered 301/302/303
+            # into a GET elsewhere (the ticket may exist by then), and carry our token to
+            # whatever host a hostile answer names. A 3xx is returned as it came.
             async with session.request(
                 request.method,
                 self.base_url + request.path,
@@ -430,10 +489,15 @@ class Transport:
                 return RawResponse(resp.status, resp.headers, body, truncated)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Nothing was sent: the connection never opened (refused, DNS, TLS, pool wait).
-            raise _wrap(exc, request, request_sent=False) from exc
+            error = _wrap(exc, request, headers, request_sent=False)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             # ValueError: aiohttp refusing a header or filename it considers unsafe.
-            raise _wrap(exc, request, request_sent=True) from exc
+            error = _wrap(exc, request, headers, request_sent=True)
+        if failure.error is not None:
+            error = _aborted(request, failure.error)
+        # Raised here, outside the handler: aiohttp's exception (its request_info holds the
+        # headers we sent) must not ride along as __context__.
+        raise error
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
@@ -473,16 +537,85 @@ def _describe(exc: BaseException) -> str:
 _PERMANENT = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)
 
 
-def _wrap(exc: BaseException, request: Request, *, request_sent: bool) -> TransportError:
+def _wrap(
+    exc: BaseException, request: Request, headers: Mapping[str, str], *, request_sent: bool
+) -> TransportError:
     cls = (
         RequestTimeoutError
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError))
         else TransportError
     )
-    return cls(
-        f"{request.method} {request.path}: {_describe(exc)}",
+    secrets = _secrets_of(headers)
+    error = cls(
+        _scrub(f"{request.method} {request.path}: {_describe(exc)}", secrets),
         method=request.method,
         path=request.path,
         request_sent=request_sent,
         retryable=not isinstance(exc, _PERMANENT),
     )
+    error.__cause__ = underlying(exc, secrets)
+    return error
+
+
+def _aborted(request: Request, cause: Exception) -> UploadAbortedError:
+    """The error for a body that failed on our side (``cause``) before it was complete."""
+    error = UploadAbortedError(
+        f"{request.method} {request.path}: the request was cut off before its end, on this "
+        f"side, so no ticket was created ({type(cause).__name__}: {cause}); fix that and "
+        "send it again",
+        method=request.method,
+        path=request.path,
+    )
+    # The caller's own exception, or the OSError of a file: nothing of the request on it.
+    error.__cause__ = cause
+    return error
+
+
+def _secrets_of(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """What must never be shown of a request: its credentials, whole and without scheme."""
+    value = headers.get("Authorization", "")
+    credential = value.split(None, 1)[-1] if value.strip() else ""
+    return tuple(s for s in (value, credential) if len(s) >= 4)
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+#: How deep a chain of causes is summarised (aiohttp's are one or two deep).
+_MAX_CHAIN = 8
+
+
+def underlying(
+    exc: BaseException, secrets: tuple[str, ...] = (), depth: int = 0
+) -> UnderlyingError:
+    """``exc`` reduced to its class name and scrubbed message, and its causes likewise.
+
+    Nothing of the original object is kept: aiohttp's exceptions hold the request's
+    headers (``request_info``), connection keys and responses. An exception group keeps
+    the summaries of its members in its message; notes are kept, scrubbed.
+    """
+    kind = type(exc)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ of someone else's exception
+        message = ""
+    members = getattr(exc, "exceptions", None)  # an exception group (3.11+, or a backport)
+    if isinstance(members, (tuple, list)) and depth < _MAX_CHAIN:
+        parts = (underlying(e, secrets, depth + 1) for e in members if isinstance(e, BaseException))
+        message = f"{message} [{'; '.join(str(p) for p in parts)}]"
+    summary = UnderlyingError(name, _scrub(message, secrets))
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):  # 3.11+ notes (add_note), kept the same way on 3.10
+        vars(summary)["__notes__"] = [_scrub(str(note), secrets) for note in notes]
+    inner = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if inner is not None and depth < _MAX_CHAIN:
+        summary.__cause__ = underlying(inner, secrets, depth + 1)
+    return summary

@@ -7,14 +7,17 @@ Every input ends in exactly one :class:`BulkOutcome`:
     carries the final ticket (CREATED or FAILED), or the ``WaitTimeoutError``.
 ``rejected``
     it was refused without creating anything: a :class:`ValidationError` (nothing sent)
-    or a 4xx answer (unknown customer, 20061 ...).
+    or a 4xx answer in the API's error shape (unknown customer, 20061 ...).
 ``uncertain``
     the create may have happened (timeout after sending, 500/502/504, a dropped
-    connection, or a previous run that died while sending it). It is never resent silently.
+    connection, a redirect or any other answer that is neither the 202 nor a documented
+    refusal, or a previous run that died while sending it). It is never resent silently.
 ``failed``
     the server surely did not get it and retries ran out (429s, 503 with ``Retry-After``,
-    connections refused), or it was not sent because the run hit an account-wide error
-    first (authentication, 20061: every further create would fail the same way).
+    connections refused), its body was cut off on this side (an attachment changed while
+    it was sent: :class:`UploadAbortedError`), or it was not sent because the run hit an
+    account-wide error first (authentication, 20061: every further create would fail the
+    same way).
 
 Drafts are consumed lazily, so an input of 100,000 rows never sits in memory. Workers
 share the client's rate gate: a 429 or 503 with ``Retry-After`` pauses every request of the
@@ -52,14 +55,14 @@ import attrs
 
 from ._backoff import check_timeout
 from ._journal import Journal, JournalEntry
+from ._limits import CREATE_PATH
+from ._protocol import create_may_be_resent, create_refused
 from ._waiting import DEFAULT_WAIT_TIMEOUT
 from .errors import (
     ApiError,
     AuthenticationError,
     CreateOutcomeUnknownError,
     JournalError,
-    RateLimitedError,
-    ServerError,
     SkalaError,
     SupportTicketsNotEnabledError,
     ValidationError,
@@ -270,15 +273,24 @@ class _AdaptiveLimit:
 
 
 def _outcome_for(error: BaseException) -> BulkOutcome:
+    """The outcome of an input whose create raised ``error``; the client's rule decides.
+
+    ``rejected`` only for a documented refusal of the create (a 4xx in the API's error
+    shape) or invalid input; ``failed`` when it surely was not created and may be sent
+    again (429 or 503 + ``Retry-After`` until retries ran out, a connection that never
+    opened, a body cut off on our side, a token request that failed first); anything
+    else about the create is ``uncertain``.
+    """
     if isinstance(error, CreateOutcomeUnknownError):
         return BulkOutcome.UNCERTAIN
     if isinstance(error, ValidationError):
         return BulkOutcome.REJECTED
-    if isinstance(error, (RateLimitedError, ServerError)):
-        return BulkOutcome.FAILED  # only surely-unprocessed ones get here (429, 503 + RA)
-    if isinstance(error, ApiError):
-        return BulkOutcome.REJECTED
-    return BulkOutcome.FAILED  # transport errors that surely did not reach the server
+    if getattr(error, "path", None) == CREATE_PATH:
+        if not create_refused(error):  # the client raises these as outcome-unknown already
+            return BulkOutcome.UNCERTAIN
+        if isinstance(error, ApiError) and not create_may_be_resent(error):
+            return BulkOutcome.REJECTED
+    return BulkOutcome.FAILED
 
 
 def _is_account_wide(error: BaseException) -> bool:

@@ -64,6 +64,7 @@ from .errors import (
     TicketFailedError,
     TicketNotFoundError,
     TransportError,
+    UploadAbortedError,
     ValidationError,
     WaitTimeoutError,
 )
@@ -110,7 +111,8 @@ credentials (create, get, wait): --client-id/--client-secret or --token, and --b
 exit codes:
   0    success (ticket CREATED; accepted without --wait; demo ran; sandbox stopped)
   1    the ticket ended FAILED
-  2    usage error, or input that breaks a documented limit (every problem is listed)
+  2    usage error, or input that breaks a documented limit (every problem is listed),
+       or an attachment that changed while it was sent (no ticket was created)
   3    the API refused the request (authentication, 20061 not enabled, 400, 404, ...)
   4    transport error, or create outcome unknown (the ticket may exist: check first)
   5    the wait timed out (the ticket may still finish: run 'wait' again)
@@ -234,6 +236,13 @@ def _failure_for(exc: SkalaError, ticket_id: uuid.UUID | None, prog: str) -> _Fa
         )
     if isinstance(exc, TransportError):
         return _Failure(EXIT_TRANSPORT, f"network error: {_one_line(str(exc))}", info=info)
+    if isinstance(exc, UploadAbortedError):
+        return _Failure(
+            EXIT_USAGE,
+            f"upload cut off: {_one_line(str(exc))}",
+            hint="no ticket was created: run the command again once the files stay put",
+            info=info,
+        )
     if isinstance(exc, WaitTimeoutError):
         resume = f" (resume with: {prog} wait {ticket_id})" if ticket_id is not None else ""
         return _Failure(EXIT_TIMEOUT, _one_line(str(exc)) + resume, info=info)

@@ -26,7 +26,6 @@ from .errors import (
     CreateOutcomeUnknownError,
     RequestTimeoutError,
     SkalaError,
-    TransportError,
 )
 from .models import FileLike, Ticket, TicketDraft
 
@@ -51,14 +50,22 @@ T = TypeVar("T")
 def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
     if not isinstance(base_url, str) or not base_url:
         raise ValueError("base_url must be a URL such as SANDBOX_URL")
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("base_url must not carry a query, fragment or credentials")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+    # A refused URL is shown without its user-info: it may hold a password.
+    shown = _protocol.redact_url(base_url)
+    try:
+        parts = urllib.parse.urlsplit(base_url)
+        hostname = parts.hostname
+    except ValueError:  # an unbalanced "[" (IPv6) ...: its message may quote the URL
+        parts = None
+    if parts is None:  # raised here, not in the handler: no __context__ to quote it
+        raise ValueError(f"base_url is not a valid URL: {shown!r}")
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")
+    if parts.query or parts.fragment or "@" in parts.netloc or "@" in base_url:
+        raise ValueError("base_url must not carry a query, fragment or credentials (user-info)")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(hostname):
         raise ValueError(
-            f"refusing plain http:// to {parts.hostname}: credentials and tickets would travel "
+            f"refusing plain http:// to {hostname}: credentials and tickets would travel "
             "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it"
         )
     return base_url.rstrip("/")
@@ -487,6 +494,8 @@ class SkalaClient:
                     and _protocol.is_auth_failure(exc)
                     and self._auth.can_refresh
                     and not refreshed
+                    # a create is sent again only after a documented refusal
+                    and (request.kind != "create" or _protocol.create_refused(exc))
                 ):
                     refreshed = True
                     attempt -= 1
@@ -523,15 +532,8 @@ def exc_path(exc: SkalaError) -> str | None:
 
 
 def _ambiguous(exc: SkalaError) -> bool:
-    """Whether a failed create may have opened a ticket anyway."""
-    if _protocol.create_may_be_resent(exc):
-        return False  # refused before any work (429, 503 + Retry-After, no connection)
-    if isinstance(exc, TransportError):
-        return exc.request_sent
-    if isinstance(exc, ApiError):
-        status = int(exc.status)
-        return status >= 500 or status == 408 or 200 <= status < 300
-    return False
+    """Whether a failed create may have opened a ticket anyway: anything but a refusal."""
+    return not _protocol.create_refused(exc)
 
 
 def _release_abandoned(transport: Transport) -> None:

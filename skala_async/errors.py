@@ -15,6 +15,7 @@
     │   ├── ServerError                         5xx
     │   └── UnexpectedResponseError             a status or body the API does not document
     ├── CreateOutcomeUnknownError               a create may or may not have reached Ripio
+    ├── UploadAbortedError                      a create's body failed on this side; no ticket
     ├── WebhookError                            a webhook request was refused (skala_async.webhooks)
     │   ├── InvalidSignatureError               signature header missing or wrong (401)
     │   ├── InvalidWebhookError                 body is not a support ticket event (400)
@@ -25,12 +26,15 @@
         ├── JournalInUseError                   another run holds the journal
         └── JournalLostError                    the journal vanished or shrank during a run
 
-No aiohttp exception reaches a caller: the transport wraps them in :class:`TransportError`
-(the original is kept as ``__cause__``). Programming mistakes such as using a closed client
-raise plain ``RuntimeError`` / ``TypeError``, not ``SkalaError``.
+No aiohttp exception reaches a caller: the transport wraps them in :class:`TransportError`,
+whose ``__cause__`` is an :class:`UnderlyingError`: the original's class name and message,
+scrubbed, and nothing else (aiohttp's own exceptions carry the request's headers, the
+token among them). Programming mistakes such as using a closed client raise plain
+``RuntimeError`` / ``TypeError``, not ``SkalaError``.
 
 Secrets never appear in a message: errors hold the server's answer and the request's
-method and path, never headers that were sent.
+method and path, never headers that were sent; nothing reachable from an error (its
+attributes, ``__cause__``, ``__context__``, ``__notes__``) holds one.
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ __all__ = [
     "TicketFailedError",
     "TicketNotFoundError",
     "TransportError",
+    "UnderlyingError",
     "UnexpectedResponseError",
+    "UploadAbortedError",
     "ValidationError",
     "WaitTimeoutError",
 ]
@@ -228,14 +234,56 @@ class CreateOutcomeUnknownError(SkalaError):
     """A create request may have reached Ripio, and we cannot know whether it did.
 
     The API has no idempotency key, so the client never re-sends such a request: doing so
-    could open a duplicate ticket for the customer. Raised on a timeout after sending, a
-    500/502/504, a connection dropped mid-request, or a 202 whose body could not be read.
-    The underlying error is ``__cause__``.
+    could open a duplicate ticket for the customer. Raised for every answer that is not
+    the documented ``202`` nor a documented refusal (a 4xx in the API's error shape, a
+    429, a 503 with ``Retry-After``): a timeout after sending, a 500/502/504, a connection
+    dropped mid-request, a redirect (3xx), a 1xx or a 2xx other than 202 as the final
+    answer, a 4xx that is not the API's error, a 202 whose body could not be read.
+    The underlying error is ``__cause__`` (and ``cause``).
     """
 
     def __init__(self, message: str, *, cause: BaseException) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class UploadAbortedError(SkalaError):
+    """A create's body failed on this side before it was complete: no ticket was made.
+
+    An attachment changed while it was being sent (it became shorter or longer, or could
+    not be read any more), or the ``progress`` callback raised. The request was cut off
+    before its end, so no server can have processed it; fix the cause and send it again
+    (bulk submission reports it ``failed``, and a rerun sends it). The original error is
+    ``__cause__``: the callback's own exception, or the ``OSError`` of the file.
+
+    Attributes:
+        method, path: the request that was cut off.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str) -> None:
+        super().__init__(message)
+        self.method = method
+        self.path = path
+
+
+class UnderlyingError(Exception):
+    """What an error of a library below us said, without the objects it carried.
+
+    Set as the ``__cause__`` of a :class:`TransportError` in place of aiohttp's exception,
+    whose ``request_info`` holds the headers sent (the bearer token, the client's Basic
+    credentials). Its own ``__cause__`` is the original's cause, reduced the same way. It
+    is never raised by itself.
+
+    Attributes:
+        type_name: the original's class, with its module
+            (``"aiohttp.client_exceptions.ClientResponseError"``).
+        message: the original's message, with any secret of the request removed.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
 
 
 class TicketFailedError(SkalaError):

@@ -276,6 +276,8 @@ class _ChunkIter:
         self._pos = 0
         self._own = False
         self._remaining = attachment.size if attachment.size is not None else -1
+        #: The content was read to its end, and the end checked (exactly ``size`` bytes).
+        self.done = False
 
     def __iter__(self) -> _ChunkIter:
         return self
@@ -294,16 +296,42 @@ class _ChunkIter:
         return a.fileobj
 
     def __next__(self) -> bytes:
+        if self.done:
+            raise StopIteration
         if self._f is None:
             self._f = self._open()
+        if self._remaining == 0:  # an empty file
+            self._check_end()
+            raise StopIteration
         want = self._chunk_size if self._remaining < 0 else min(self._chunk_size, self._remaining)
-        chunk = self._f.read(want) if want else b""
+        chunk = self._f.read(want)
         if not chunk:
             self.close()
+            self.done = True
+            if self._remaining > 0:
+                size = self._a.size or 0
+                raise OSError(
+                    f"{self._a.filename!r} became shorter while it was being read "
+                    f"({size - self._remaining} of {size} bytes)"
+                )
             raise StopIteration
         if self._remaining >= 0:
             self._remaining -= len(chunk)
+            if self._remaining == 0:  # checked with the last read, not one more round trip
+                self._check_end()
         return chunk
+
+    def _check_end(self) -> None:
+        """Every byte measured was read: one more means the file grew since."""
+        assert self._f is not None
+        extra = self._f.read(1)
+        self.close()
+        self.done = True
+        if extra:
+            raise OSError(
+                f"{self._a.filename!r} became longer while it was being read "
+                f"(more than the {self._a.size} bytes it had)"
+            )
 
     def close(self) -> None:
         if self._f is not None and self._own:

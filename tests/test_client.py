@@ -440,7 +440,9 @@ async def test_connection_refused_is_retried_then_reported(unused_tcp_port: int)
             await client.create_ticket(str(uuid.uuid4()), "s", "d")
     assert not isinstance(info.value, skala.CreateOutcomeUnknownError)
     assert info.value.request_sent is False
-    assert isinstance(info.value.__cause__, aiohttp.ClientError)
+    cause = info.value.__cause__
+    assert isinstance(cause, skala.UnderlyingError)
+    assert cause.type_name == "aiohttp.client_exceptions.ClientConnectorError"
     assert client.request_counts["create"] == FAST_RETRY.attempts
 
 

@@ -20,6 +20,7 @@ import collections
 import contextlib
 import datetime
 import json
+import os
 import re
 import sys
 import uuid
@@ -36,12 +37,15 @@ import skala_async as skala
 from skala_async import RetryPolicy, Timeouts
 from skala_async.errors import (
     AuthenticationError,
+    BadRequestError,
     CreateOutcomeUnknownError,
     RateLimitedError,
     RequestTimeoutError,
     ServerError,
     SkalaError,
     TransportError,
+    UnexpectedResponseError,
+    UploadAbortedError,
     WaitTimeoutError,
 )
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
@@ -92,7 +96,24 @@ FAULTS: dict[str, FaultKind] = {
     "reset_upload": FaultKind("connection reset mid-upload (8 MiB attachment)", (Fault.drop(),)),
     "expired": FaultKind("401: the token expired (all tokens revoked)"),
     "401": FaultKind("401: credentials refused", (Fault.http(401),)),
+    # Answers that are neither the documented one nor a documented refusal.
+    "303_stored": FaultKind(
+        "303 See Other, after storing the ticket",
+        (Fault.http(303, processed=True, headers={"Location": "/api/v1/supportTickets/"}),),
+    ),
+    "200_stored": FaultKind(
+        "200 (not 202) with the ticket, after storing it", (Fault.http(200, processed=True),)
+    ),
+    "400_page": FaultKind(
+        "400 page of a proxy (not the API's error shape)",
+        (Fault.http(400, body="<h1>400 Bad Request</h1>", content_type="text/html"),),
+    ),
+    # Failures on our own side, before the body was complete.
+    "shrunk": FaultKind("the attachment (8 MiB) shrinks during the upload"),
+    "progress_raises": FaultKind("the `progress` callback raises during the upload"),
 }
+#: Faults that only a create has (an answer to a create, an upload).
+CREATE_ONLY = {"303_stored", "200_stored", "400_page", "shrunk", "progress_raises"}
 
 OK = "ok"
 
@@ -168,6 +189,11 @@ ROWS: list[Row] = [
     _create("slow", COU, 1, 1, cause=RequestTimeoutError),
     _create("reset_upload", COU, 1, 0, cause=TransportError),
     _create("expired", OK, 2, 1, extra={"token": 1}),
+    _create("303_stored", COU, 1, 1, cause=UnexpectedResponseError),
+    _create("200_stored", COU, 1, 1, cause=UnexpectedResponseError),
+    _create("400_page", COU, 1, 0, cause=BadRequestError),
+    _create("shrunk", UploadAbortedError, 1, 0),
+    _create("progress_raises", UploadAbortedError, 1, 0),
     # ---------------------------------------------------------------------------- get
     *(
         _read(endpoint, fault, OK, 2)
@@ -183,6 +209,7 @@ ROWS: list[Row] = [
         for fault in ("drop", "drop_after_body", "lost_answer", "slow")
     ),
     _read("get", "expired", OK, 2, extra={"token": 1}),
+    _read("get", "303_stored", UnexpectedResponseError, 1, note="not followed"),
     _read("token", "401", AuthenticationError, 1),
     # ---------------------------------------------------------------------------- bulk
     _bulk("429_ra", {"created": 3}, 4, 3),
@@ -199,6 +226,12 @@ ROWS: list[Row] = [
         for fault in ("lost_answer", "slow")
     ),
     _bulk("expired", {"created": 3}, 4, 3, extra={"token": 1}),
+    *(
+        _bulk(fault, {"created": 2, "uncertain": 1}, 3, 3, first=COU)
+        for fault in ("303_stored", "200_stored")
+    ),
+    _bulk("400_page", {"created": 2, "uncertain": 1}, 3, 2, first=COU),
+    _bulk("shrunk", {"created": 2, "failed": 1}, 3, 2, first=UploadAbortedError),
 ]
 ENDPOINT_ORDER = {"create": 0, "get": 1, "token": 2, "bulk": 3}
 FAULT_ORDER = {key: i for i, key in enumerate(FAULTS)}
@@ -211,6 +244,9 @@ ROWS.sort(key=lambda r: (ENDPOINT_ORDER[r.endpoint], FAULT_ORDER[r.fault]))
 def _inject(sb: SkalaSandbox, endpoint: str, fault: str) -> None:
     if fault == "expired":
         sb.expire_tokens()
+        return
+    if endpoint == "get" and fault == "303_stored":  # a GET has nothing to store
+        sb.inject("get", Fault.http(303, headers={"Location": "/elsewhere/"}))
         return
     target = "create" if endpoint == "bulk" else endpoint
     for f in FAULTS[fault].faults:
@@ -241,7 +277,17 @@ def big_file(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
 async def test_fault_cell(row: Row, big_file: Path) -> None:
     loop = asyncio.get_running_loop()
-    files = [big_file] if row.fault == "reset_upload" else []
+    uploads = ("reset_upload", "shrunk", "progress_raises")
+    files: list[Any] = [big_file] if row.fault in uploads else []
+    progress = None
+    if row.fault == "shrunk":
+        if row.endpoint == "create":
+            progress = _truncating(big_file)  # after the first chunk went out
+        else:  # bulk has no progress callback: measured, then shrunk before it is sent
+            files = [skala.Attachment.from_path(big_file)]
+            os.truncate(big_file, BIG // 8)
+    elif row.fault == "progress_raises":
+        progress = _raising
     async with (
         SkalaSandbox(processing_delay=None) as sb,
         sandbox_client(sb, retry=RETRY, timeouts=TIMEOUTS) as client,
@@ -263,7 +309,11 @@ async def test_fault_cell(row: Row, big_file: Path) -> None:
         try:
             if row.endpoint == "create":
                 result = await client.create_ticket(
-                    sb.customer_id, "fault matrix", "One create under a fault.", files=files
+                    sb.customer_id,
+                    "fault matrix",
+                    "One create under a fault.",
+                    files=files,
+                    progress=progress,
                 )
             elif row.endpoint in ("get", "token"):
                 result = await client.get_ticket(handle.ticket_id)
@@ -284,6 +334,11 @@ async def test_fault_cell(row: Row, big_file: Path) -> None:
         elapsed = loop.time() - started
         if row.fault == "slow":  # the sandbox finishes (and records) the slow request later
             await asyncio.sleep(SLOW + 0.2 - elapsed)
+        if row.fault in ("shrunk", "progress_raises"):  # it notices the cut-off body later
+            for _ in range(500):
+                if _counts(sb) == row.requests:
+                    break
+                await asyncio.sleep(0.01)
 
         # (a) what the user sees
         if row.endpoint == "bulk":
@@ -333,6 +388,17 @@ async def test_fault_cell(row: Row, big_file: Path) -> None:
                 assert str(r.ticket_id) in new
         if row.endpoint in ("get", "token"):
             assert new == {}
+
+
+def _truncating(path: Path) -> Callable[[int, int], None]:
+    def progress(sent: int, total: int) -> None:
+        path.write_bytes(b"")
+
+    return progress
+
+
+def _raising(sent: int, total: int) -> None:
+    raise RuntimeError("the progress bar broke")
 
 
 # ================================================================================= webhooks
@@ -765,11 +831,13 @@ def test_every_endpoint_meets_every_fault() -> None:
     cells: dict[str, set[str]] = collections.defaultdict(set)
     for row in ROWS:
         cells[row.endpoint].add(row.fault)
-    http_faults = set(FAULTS) - {"reset_upload", "expired", "401", "500_always"}
-    assert cells["create"] >= http_faults | {"reset_upload", "expired"}
-    assert cells["get"] >= http_faults | {"expired", "500_always"}
+    http_faults = set(FAULTS) - {"reset_upload", "expired", "401", "500_always"} - CREATE_ONLY
+    assert cells["create"] >= http_faults | {"reset_upload", "expired"} | CREATE_ONLY
+    assert cells["get"] >= http_faults | {"expired", "500_always", "303_stored"}
     assert cells["token"] >= http_faults | {"401", "500_always"}
-    assert cells["bulk"] >= http_faults | {"reset_upload", "expired"}
+    assert cells["bulk"] >= http_faults | {"reset_upload", "expired"} | CREATE_ONLY - {
+        "progress_raises"  # bulk has no progress callback
+    }
     assert len({r.id for r in ROWS}) == len(ROWS)
 
 

@@ -93,11 +93,38 @@ class TestFromPath:
         assert len(chunks) == 11
         assert all(len(c) <= 1000 for c in chunks)
 
-    def test_reads_only_the_size_seen_when_made(self, pdf: pathlib.Path) -> None:
+    def test_a_file_that_grew_since_it_was_made_is_an_os_error(self, pdf: pathlib.Path) -> None:
+        """Exactly the size seen when made, or an error: never a silent prefix."""
         att = Attachment.from_path(pdf)
         with pdf.open("ab") as f:
             f.write(b"appended later")
-        assert b"".join(att.iter_chunks()) == CONTENT
+        with pytest.raises(OSError, match="became longer"):
+            b"".join(att.iter_chunks())
+
+    def test_an_empty_file_that_grew_is_an_os_error(self, tmp_path: pathlib.Path) -> None:
+        empty = tmp_path / "empty.pdf"
+        empty.write_bytes(b"")
+        att = Attachment.from_path(empty)
+        assert list(att.iter_chunks()) == []
+        empty.write_bytes(b"late")
+        with pytest.raises(OSError, match="became longer"):
+            list(att.iter_chunks())
+
+    def test_an_attachment_of_unknown_size_is_read_to_its_end(self, pdf: pathlib.Path) -> None:
+        att = Attachment("x.pdf", "application/pdf", None, path=pdf)
+        assert b"".join(att.iter_chunks(7)) == CONTENT
+
+    def test_reading_past_the_end_stays_at_the_end(self, pdf: pathlib.Path) -> None:
+        chunks = Attachment.from_path(pdf).iter_chunks(len(CONTENT))
+        assert next(chunks) == CONTENT
+        assert chunks.done
+        assert next(chunks, None) is None  # the file is not opened again
+
+    def test_a_file_that_shrank_since_it_was_made_is_an_os_error(self, pdf: pathlib.Path) -> None:
+        att = Attachment.from_path(pdf)
+        pdf.write_bytes(CONTENT[:10])
+        with pytest.raises(OSError, match=r"became shorter .*\(10 of"):
+            b"".join(att.iter_chunks(4))
 
     def test_chunks_can_be_read_twice(self, pdf: pathlib.Path) -> None:
         att = Attachment.from_path(pdf)

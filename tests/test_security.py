@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import datetime
 import email.message
@@ -31,9 +32,10 @@ import ssl
 import subprocess
 import traceback
 import tracemalloc
+import types
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,84 @@ def texts_of_error(exc: BaseException) -> list[str]:
         texts.append(repr(vars(seen)))  # status, headers, detail, cause ...
         seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
     return texts
+
+
+#: Objects not searched: code, frames and tracebacks (their locals are out of scope),
+#: classes, modules and functions (shared by everything, they hold no answer).
+_OPAQUE = (
+    type,
+    types.ModuleType,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.CodeType,
+    types.FrameType,
+    types.TracebackType,
+    asyncio.AbstractEventLoop,
+)
+
+
+def leaks_of(root: BaseException, secrets: set[str]) -> list[str]:
+    """Every path from ``root`` to a string holding a secret, or to an aiohttp object.
+
+    Walks everything reachable from the exception: ``args``, attributes (``__dict__`` and
+    slots), ``__cause__``, ``__context__``, ``__notes__``, the members of an exception
+    group, mapping keys and values, sequence items, recursively; and ``str``/``repr`` of
+    every exception on the way. ``__traceback__`` (frames' locals) is out of scope.
+    """
+    found: list[str] = []
+    seen: set[int] = set()
+    stack: list[tuple[object, str]] = [(root, type(root).__name__)]
+
+    def check(text: str, where: str) -> None:
+        found.extend(f"{where} holds a secret: {text[:200]!r}" for s in secrets if s in text)
+
+    while stack:
+        obj, where = stack.pop()
+        if id(obj) in seen or isinstance(obj, (int, float, complex, type(None))):
+            continue
+        seen.add(id(obj))
+        assert len(seen) < 50_000, f"too much is reachable from {type(root).__name__}"
+        if isinstance(obj, str):
+            check(obj, where)
+            continue
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            check(bytes(obj).decode("latin-1"), where)
+            continue
+        if isinstance(obj, _OPAQUE):
+            continue
+        if type(obj).__module__.split(".")[0] == "aiohttp":
+            found.append(f"{where} is an aiohttp object ({type(obj).__qualname__})")
+        children: list[tuple[object, str]] = []
+        if isinstance(obj, BaseException):
+            for show in (str, repr):
+                with contextlib.suppress(Exception):  # a broken __str__ shows nothing
+                    check(show(obj), f"{show.__name__}({where})")
+            children += [(obj.args, f"{where}.args"), (obj.__cause__, f"{where}.__cause__")]
+            children.append((obj.__context__, f"{where}.__context__"))
+            children.append((getattr(obj, "__notes__", None), f"{where}.__notes__"))
+            children.append((getattr(obj, "exceptions", None), f"{where}.exceptions"))
+        if isinstance(obj, Mapping) or callable(getattr(obj, "items", None)):
+            with contextlib.suppress(Exception):
+                for key, value in list(obj.items()):  # type: ignore[attr-defined]
+                    children += [(key, f"{where} key"), (value, f"{where}[{key!r}]")]
+        elif isinstance(obj, (list, tuple, set, frozenset, collections.deque)):
+            children += [(item, f"{where}[{i}]") for i, item in enumerate(obj)]
+        for name, value in (getattr(obj, "__dict__", None) or {}).items():
+            if name != "__traceback__":
+                children.append((value, f"{where}.{name}"))
+        for cls in type(obj).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if isinstance(name, str) and hasattr(obj, name):
+                    children.append((getattr(obj, name), f"{where}.{name}"))
+        stack.extend(children)
+    return found
+
+
+def assert_nothing_reachable(errors: list[BaseException], secrets: set[str]) -> None:
+    assert all(len(s) >= 12 for s in secrets), "too short to search for reliably"
+    leaks = [leak for error in errors for leak in leaks_of(error, secrets)]
+    assert leaks == [], "\n".join(leaks[:20])
 
 
 @pytest.fixture(autouse=True)
@@ -220,6 +300,14 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
                 await expect(
                     client.create_ticket(sb.customer_id, "two\nlines", ""), skala.ValidationError
                 )
+
+                def stop(sent: int, total: int) -> None:
+                    raise RuntimeError(f"upload stopped by the caller at {sent} of {total}")
+
+                await expect(
+                    client.create_ticket(sb.customer_id, "s", "d", [attachment], progress=stop),
+                    skala.UploadAbortedError,
+                )
                 sb.processing_delay = None
                 pending = await client.create_ticket(sb.customer_id, "stays pending", "d")
                 await expect(pending.wait_until_created(timeout=0.1), skala.WaitTimeoutError)
@@ -294,6 +382,7 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
     secrets |= {basic(sb.client_id, WRONG_SECRET), *tokens}
     assert len(tokens) >= 2
     assert_absent(secrets, texts)
+    assert_nothing_reachable(raised, secrets)
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -346,6 +435,128 @@ def test_cli_output_with_v_never_shows_a_secret(
     assert any("sha256=" in text for text in output)  # sign printed the signature
     secrets = {SECRET, WRONG_SECRET, WH_SECRET, basic(sb.client_id, SECRET), *tokens}
     assert_absent(secrets, output)
+
+
+# ============================================================================ error chains
+
+HOSTILE_TOKEN = "hostile-test-token-1"  # what hostile_server hands out
+
+
+async def content_length_abc(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: abc\r\n\r\n{}"
+    )
+    await writer.drain()
+
+
+async def bad_status_line(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    writer.write(b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n{}")
+    await writer.drain()
+
+
+async def bad_chunk(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+    await writer.drain()
+
+
+async def two_lengths(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
+    await writer.drain()
+
+
+async def short_body(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}")
+    await writer.drain()
+
+
+async def reset(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    transport = writer.transport
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # an RST, not a FIN: SO_LINGER with a zero timeout
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2)
+    transport.abort()
+
+
+async def silence(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
+    await asyncio.sleep(5)
+
+
+MALFORMED = [content_length_abc, bad_status_line, bad_chunk, two_lengths, short_body, reset]
+
+
+@pytest.mark.parametrize("endpoint", ["token", "get", "create"])
+@pytest.mark.parametrize("respond", [*MALFORMED, silence], ids=lambda f: f.__name__)
+async def test_no_secret_is_reachable_from_a_failed_exchange(
+    endpoint: str, respond: Callable[..., Awaitable[None]]
+) -> None:
+    """A malformed answer, a reset or a timeout to the token request, a GET and a create:
+    nothing reachable from the error (attributes, causes, context, notes, recursively)
+    holds a secret or an aiohttp object, and the underlying error's class and message
+    are kept. aiohttp's own exceptions carry the request's headers (``request_info``):
+    ``Authorization: Basic <id:secret>`` or ``Bearer <token>``."""
+    timeouts = Timeouts(connect=2, read=0.3, upload_read=0.3)
+    async with hostile_server(respond) as (url, state):
+        state["token_ok"] = endpoint != "token"
+        async with skala.SkalaClient(
+            "id", SECRET, base_url=url, retry=RetryPolicy(attempts=1), timeouts=timeouts
+        ) as client:
+            if endpoint == "create":
+                call: Awaitable[Any] = client.create_ticket(str(uuid.uuid4()), "s", "d")
+            else:
+                call = client.get_ticket(uuid.uuid4())
+            with pytest.raises(SkalaError) as caught:
+                await asyncio.wait_for(call, 10)
+    secrets = {SECRET, basic("id", SECRET), HOSTILE_TOKEN}
+    assert_nothing_reachable([caught.value], secrets)
+    assert_absent(secrets, texts_of_error(caught.value))
+    error = caught.value
+    if endpoint == "create":
+        assert isinstance(error, CreateOutcomeUnknownError)  # it was sent: it may exist
+        error = error.cause
+    assert isinstance(error, TransportError), repr(error)
+    assert error.path.endswith("/token/") is (endpoint == "token")
+    assert error.__context__ is None
+    # What aiohttp said survives as text: its class and message, scrubbed.
+    cause = error.__cause__
+    assert isinstance(cause, skala.UnderlyingError)
+    if respond is silence:
+        assert isinstance(error, skala.RequestTimeoutError)
+    else:
+        assert cause.type_name.startswith("aiohttp."), cause.type_name
+    assert cause.type_name in str(cause)
+    assert cause.type_name.rsplit(".", 1)[-1] in "".join(traceback.format_exception(caught.value))
+
+
+def test_underlying_error_keeps_groups_and_notes_scrubbed() -> None:
+    """Exception groups and notes are walked too (Python 3.11+)."""
+    if not hasattr(BaseException, "add_note"):  # pragma: no cover - Python 3.10
+        pytest.skip("no exception groups or notes before Python 3.11")
+    from skala_async._transport import _secrets_of, underlying
+
+    token = "group-token-Wombat-77"
+    inner = ValueError(f"header Authorization: Bearer {token}")
+    inner.add_note(f"while sending Bearer {token}")
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError(f"cannot print {token}")
+
+    members = [inner, OSError(f"reset ({token})"), Unprintable()]
+    group = ExceptionGroup("two failures", members)  # noqa: F821
+    try:
+        raise RuntimeError(f"outer with {token}") from group
+    except RuntimeError as exc:
+        outer = exc
+    summary = underlying(outer, _secrets_of({"Authorization": f"Bearer {token}"}))
+    assert summary.type_name == "RuntimeError"
+    assert summary.__cause__ is not None
+    assert summary.__cause__.type_name.endswith("ExceptionGroup")
+    assert "ValueError" in str(summary.__cause__)
+    assert "OSError" in str(summary.__cause__)
+    assert "Unprintable" in str(summary.__cause__)  # its class, when it has no message
+    assert token not in "".join(traceback.format_exception(summary))
+    assert_nothing_reachable([summary], {token})
+    assert leaks_of(outer, {token})  # the walk does see what the original held
 
 
 # ============================================================================ TLS and http://
@@ -418,7 +629,9 @@ async def test_tls_is_verified_and_cannot_be_skipped_by_accident(
                 assert client.request_counts["get"] == 1
             assert caught.value.retryable is False
             assert caught.value.request_sent is False
-            assert isinstance(caught.value.__cause__, aiohttp.ClientSSLError)
+            cause = caught.value.__cause__
+            assert isinstance(cause, skala.UnderlyingError)
+            assert "Certificate" in cause.type_name or "SSL" in cause.type_name
             assert "certificate" in str(caught.value).lower()
         assert hits == []
         # Control: trusting that certificate (the caller's session) works, so the refusal

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
 from types import EllipsisType, TracebackType
 from typing import Any, Literal, NamedTuple, TypeAlias
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import aiohttp
 import attrs
@@ -59,6 +59,7 @@ from skala_async._limits import (
     SUPPORT_TICKETS_NOT_ENABLED_CODE,
     TOKEN_PATH,
 )
+from skala_async._protocol import redact_url
 from skala_async.testing import _contract
 from skala_async.webhooks import read_capped
 
@@ -232,6 +233,17 @@ class WebhookDelivery(NamedTuple):
     result: int | str
 
 
+def _hide_userinfo(text: str, url: str) -> str:
+    """``text`` (an error about ``url``) without the user-info ``url`` may carry."""
+    text = text.replace(url, redact_url(url))
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    password = userinfo.partition(":")[2]
+    for secret in sorted({userinfo, password, unquote(userinfo), unquote(password)}, key=len)[::-1]:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
 def _format_seconds(value: float) -> str:
     return format(value, "g") if value != int(value) else str(int(value))
 
@@ -251,6 +263,7 @@ class Fault:
     body: str | bytes | None = None
     content_type: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict)
+    processed: bool = False
 
     @classmethod
     def http(
@@ -261,12 +274,17 @@ class Fault:
         body: str | bytes | None = None,
         content_type: str | None = None,
         headers: Mapping[str, str] | None = None,
+        processed: bool = False,
     ) -> Fault:
         """Answer with ``status`` without processing the request.
 
         The body has the API's error shape, except 502 which answers with a proxy's HTML
         page. ``retry_after`` (seconds, or a literal header value such as an HTTP date)
         becomes a ``Retry-After`` header; ``body``/``content_type``/``headers`` override.
+        With ``processed=True`` the request is processed as usual first (a create stores
+        its ticket), then answered with ``status`` and the real answer's body (or
+        ``body``, if given): a server or proxy that did the work, then answered
+        ``303 See Other`` or ``200`` instead of ``202``.
         """
         if not 100 <= status <= 599:
             raise ValueError(f"not an HTTP status: {status}")
@@ -277,6 +295,7 @@ class Fault:
             body=body,
             content_type=content_type,
             headers=dict(headers or {}),
+            processed=processed,
         )
 
     @classmethod
@@ -304,7 +323,7 @@ class Fault:
     def label(self) -> str:
         """A short description, as stored in :attr:`RecordedRequest.fault`."""
         if self.kind == "http":
-            return f"http:{self.status}"
+            return f"http:{self.status}" + (" after processing" if self.processed else "")
         if self.kind == "drop":
             return "drop_after_body" if self.after_body else "drop"
         if self.kind == "delay":
@@ -1015,7 +1034,8 @@ class SkalaSandbox:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            result = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            result = _hide_userinfo(text, url)
         self.webhook_deliveries.append(WebhookDelivery(ticket.ticket_id, ticket.status, result))
 
     # -- HTTP --------------------------------------------------------------------------------
@@ -1112,7 +1132,7 @@ class SkalaSandbox:
                 ctx.fault = fault.label
                 ctx.applied_fault = fault
         if fault is not None:
-            if fault.kind == "http":
+            if fault.kind == "http" and not fault.processed:
                 return self._fault_response(fault)
             if fault.kind == "drop":
                 if fault.after_body:
@@ -1140,6 +1160,12 @@ class SkalaSandbox:
             response = self._other(request)
         if fault is not None and fault.kind == "drop_after_processing":
             raise _Dropped
+        if fault is not None and fault.kind == "http":  # processed: answer otherwise
+            if fault.body is not None:
+                return self._fault_response(fault)
+            headers = {"Content-Type": response.headers.get("Content-Type", "text/plain")}
+            headers.update(fault.headers)
+            return web.Response(status=fault.status or 500, body=response.body, headers=headers)
         return response
 
     def _fault_response(self, fault: Fault) -> web.Response:

@@ -36,6 +36,7 @@ from skala_async._limits import (
     TICKET_PATH,
     TOKEN_PATH,
 )
+from skala_async._protocol import redact_url
 from skala_async.client import SANDBOX_URL
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class MockSkala:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{e}={self.count(e)}" for e in _ENDPOINTS)
-        return f"<MockSkala {self.base_url} {counts}>"
+        return f"<MockSkala {redact_url(self.base_url)} {counts}>"
 
     def client(self, **kwargs: Any) -> SkalaClient:
         """A :class:`~skala_async.SkalaClient` pointed at this mock (any credentials do)."""

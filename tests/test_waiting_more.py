@@ -61,7 +61,7 @@ async def test_news_without_a_status_change_yields_nothing(
             async for ticket in handle.watch(timeout=10):
                 seen.append(ticket.status)
 
-        async def asleep() -> None:  # until the watch sleeps on the hub, waiting for news
+        async def asleep() -> None:  # until the watch sleeps on the bus, waiting for news
             while client.bus.waiting(handle.ticket_id) != 1:
                 await asyncio.sleep(0.001)
 

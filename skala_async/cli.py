@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import sys
 import time
 import uuid
@@ -421,6 +422,10 @@ def _progress_bar(args: argparse.Namespace, stream: TextIO) -> ProgressBar | Non
 
 def _make_client(args: argparse.Namespace) -> SkalaClient:
     overrides: dict[str, Any] = {"allow_insecure_http": args.allow_insecure_http}
+    if args.proxy is not None:
+        overrides["proxy"] = args.proxy
+    if args.ca_file is not None:
+        overrides["ssl"] = _ssl_context(args.ca_file)
     if args.base_url:
         overrides["base_url"] = args.base_url
     if args.token is not None:
@@ -451,6 +456,18 @@ def _make_client(args: argparse.Namespace) -> SkalaClient:
     except (ValueError, TypeError) as exc:
         message = _one_line(str(exc)).replace("allow_insecure_http=True", "--allow-insecure-http")
         raise _Failure(EXIT_USAGE, message) from None
+
+
+def _ssl_context(ca_file: str) -> ssl.SSLContext:
+    """A verifying TLS context that trusts the certificates in ``ca_file``."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise _Failure(EXIT_USAGE, f"--ca-file: {ca_file!r} does not exist") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise _Failure(
+            EXIT_USAGE, f"--ca-file: {ca_file!r} holds no usable PEM certificates ({exc})"
+        ) from None
 
 
 def _read_description(args: argparse.Namespace) -> str:
@@ -941,6 +958,17 @@ def _credential_options() -> argparse.ArgumentParser:
         "--allow-insecure-http",
         action="store_true",
         help="allow a plain http:// base URL to a host that is not loopback",
+    )
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="HTTP(S) proxy for every request (default: $HTTPS_PROXY unless $NO_PROXY "
+        "exempts the host)",
+    )
+    group.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="CA certificates (PEM) to trust instead of the system's, e.g. a private CA",
     )
     return parent
 

@@ -43,7 +43,7 @@ from . import client as _async_client
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 
 if TYPE_CHECKING:
-    from ._backoff import PollPolicy
+    from ._backoff import PollPolicy, RetryPolicy
     from ._transport import ProgressCallback
     from .bulk import BulkReport, BulkResult
     from .models import FileLike, Ticket, TicketDraft, TicketStatus
@@ -321,11 +321,14 @@ class SyncTicketHandle:
         *,
         raise_on_failure: bool = True,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Ticket:
         """Block until the ticket is ``CREATED`` (or ``FAILED``); see
         :meth:`skala_async.TicketHandle.wait_until_created` for polling and errors."""
         return self._runner.run(
-            self._handle.wait_until_created(timeout, raise_on_failure=raise_on_failure, poll=poll),
+            self._handle.wait_until_created(
+                timeout, raise_on_failure=raise_on_failure, poll=poll, retry=retry
+            ),
             "wait_until_created()",
         )
 
@@ -334,13 +337,16 @@ class SyncTicketHandle:
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         *,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Iterator[Ticket]:
         """Yield the ticket each time its status changes, ending after a final status.
 
         A plain iterator (``for ticket in handle.watch(): ...``); leaving the loop early
         stops the polling. See :meth:`skala_async.TicketHandle.watch`.
         """
-        return _iterate(self._runner, self._handle.watch(timeout, poll=poll), "watch()")
+        return _iterate(
+            self._runner, self._handle.watch(timeout, poll=poll, retry=retry), "watch()"
+        )
 
 
 def _iterate(runner: _LoopThread, items: AsyncIterator[T], what: str) -> Iterator[T]:
@@ -445,6 +451,7 @@ class SkalaClient(_OnLoopThread):
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> SyncTicketHandle:
         """Create a support ticket; returns a PENDING handle.
 
@@ -453,7 +460,13 @@ class SkalaClient(_OnLoopThread):
         """
         handle = self._runner.run(
             self._client.create_ticket(
-                customer_id, summary, description, files, progress=progress, timeout=timeout
+                customer_id,
+                summary,
+                description,
+                files,
+                progress=progress,
+                timeout=timeout,
+                retry=retry,
             ),
             "create_ticket()",
         )
@@ -465,16 +478,26 @@ class SkalaClient(_OnLoopThread):
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> SyncTicketHandle:
         """Like :meth:`create_ticket`, from a :class:`~skala_async.TicketDraft`."""
         handle = self._runner.run(
-            self._client.submit(draft, progress=progress, timeout=timeout), "submit()"
+            self._client.submit(draft, progress=progress, timeout=timeout, retry=retry),
+            "submit()",
         )
         return SyncTicketHandle(handle, self._runner)
 
-    def get_ticket(self, ticket_id: uuid.UUID | str, *, timeout: float | None = None) -> Ticket:
+    def get_ticket(
+        self,
+        ticket_id: uuid.UUID | str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Ticket:
         """The ticket's current state (one GET, retried on transient failures)."""
-        return self._runner.run(self._client.get_ticket(ticket_id, timeout=timeout), "get_ticket()")
+        return self._runner.run(
+            self._client.get_ticket(ticket_id, timeout=timeout, retry=retry), "get_ticket()"
+        )
 
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> SyncTicketHandle:
         """A handle for a ticket created earlier (for example before a restart)."""

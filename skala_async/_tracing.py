@@ -45,7 +45,8 @@ _URL_TEMPLATES = {
     "create": "/api/v1/supportTickets/",
     "get": "/api/v1/supportTickets/{ticketId}/",
 }
-_OPERATIONS = {"token": "skala.token", "create": "skala.create_ticket", "get": "skala.get_ticket"}
+#: Span names of calls that are one request kind (a create's span also covers validation).
+_OPERATIONS = {"token": "skala.token", "get": "skala.get_ticket"}
 
 
 class Tracing:
@@ -66,13 +67,10 @@ class Tracing:
 
     @contextlib.contextmanager
     def operation(self, request: Request) -> Iterator[Span]:
-        """The span of one call of ``request``'s kind (retries included), made current."""
+        """The span of a token or GET call (retries included), made current."""
         attributes: dict[str, Any] = {}
         if request.ticket_id is not None:
             attributes["skala.ticket_id"] = str(request.ticket_id)
-        if request.kind == "create":
-            attributes["skala.attachments.count"] = len(request.files)
-            attributes["skala.attachments.bytes"] = request.body_size
         with self._tracer.start_as_current_span(
             _OPERATIONS[request.kind], attributes=attributes, record_exception=False
         ) as span:
@@ -133,10 +131,9 @@ class Tracing:
 
     @staticmethod
     def attempt_failed(span: Span, error: SkalaError) -> None:
-        status = getattr(error, "status", None)
-        if status is None:  # no answer: name the failure, not the status
-            span.set_attribute("error.type", type(error).__name__)
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        """No answer came (a transport failure): name the failure."""
+        span.set_attribute("error.type", type(error).__name__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
 
     # -- waits, webhooks, bulk ---------------------------------------------------------------
 
@@ -156,7 +153,3 @@ class Tracing:
     def use(span: Span) -> contextlib.AbstractContextManager[Span]:
         """Make ``span`` current for a block without ending it."""
         return trace.use_span(span, end_on_exit=False)
-
-    @staticmethod
-    def current_span() -> Span:
-        return trace.get_current_span()

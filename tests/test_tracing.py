@@ -30,6 +30,7 @@ from skala_async import (
     SkalaClient,
     SkalaError,
     TicketStatus,
+    Timeouts,
     ValidationError,
     WaitTimeoutError,
 )
@@ -375,3 +376,22 @@ async def test_a_cancelled_wait_ends_its_span(
             await task
     (wait,) = named(exporter.get_finished_spans(), "skala.wait")
     assert wait.attributes["skala.outcome"] == "cancelled"
+
+
+async def test_an_attempt_without_an_answer_names_the_failure(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with SkalaSandbox() as sandbox, sandbox_client(sandbox, tracing=provider) as client:
+        handle = await client.create_ticket(sandbox.customer_id, "s", "d")
+        sandbox.inject("get", Fault.delay(2))
+        short = client.with_options(timeout=Timeouts(read=0.2))
+        await short.get_ticket(handle.ticket_id)  # timed out once, then answered
+    spans = exporter.get_finished_spans()
+    (get,) = named(spans, "skala.get_ticket")
+    failed, answered = children(spans, get)
+    assert failed.attributes["error.type"] == "RequestTimeoutError"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert "http.response.status_code" not in failed.attributes
+    assert answered.attributes["http.response.status_code"] == 200
+    assert answered.attributes["http.request.resend_count"] == 1
+    assert get.status.status_code is not StatusCode.ERROR

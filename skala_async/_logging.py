@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 
-__all__ = ["LEVELS", "setup_from_env"]
+__all__ = ["LEVELS", "env_handler_installed", "setup_from_env"]
 
 #: The values ``SKALA_LOG`` takes (any case).
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
@@ -37,6 +37,11 @@ _FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 class _EnvHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler ``SKALA_LOG`` installs (to stderr), told apart from a user's own."""
+
+
+def env_handler_installed() -> bool:
+    """Whether ``SKALA_LOG`` put its handler on the ``skala_async`` logger."""
+    return any(isinstance(h, _EnvHandler) for h in logging.getLogger("skala_async").handlers)
 
 
 def setup_from_env(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
@@ -49,9 +54,9 @@ def setup_from_env(environ: dict[str, str] | os._Environ[str] | None = None) -> 
     level = LEVELS.get(value.strip().lower())
     if level is None:
         return False
-    logger = logging.getLogger("skala_async")
-    if any(isinstance(h, _EnvHandler) for h in logger.handlers):
+    if env_handler_installed():
         return False
+    logger = logging.getLogger("skala_async")
     handler = _EnvHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(_FORMAT))
     logger.addHandler(handler)

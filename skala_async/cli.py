@@ -743,6 +743,7 @@ async def _cmd_demo(run: _Run) -> int:
                 client_id=sandbox.client_id,
                 client_secret=sandbox.client_secret,
                 base_url=sandbox.url,
+                trust_env=False,  # the sandbox is in this process: no proxy in between
             ) as client:
                 await asyncio.gather(*(_demo_one(client, sandbox, item) for item in items))
                 gets = client.request_counts["get"]
@@ -1126,6 +1127,16 @@ def _verbose_logging(enabled: bool, prog: str) -> Callable[[], None]:
     """Send ``skala_async`` DEBUG logs to stderr (without ``-v``: warnings only, one line
     each, as Python's last-resort handler would, but through :func:`terminal_safe`);
     returns the undo function."""
+    from ._logging import env_handler_installed
+
+    if env_handler_installed():
+        # SKALA_LOG already logs to stderr at its level: -v only lowers it to DEBUG.
+        if not enabled:
+            return lambda: None
+        logger = logging.getLogger("skala_async")
+        previous = logger.level
+        logger.setLevel(logging.DEBUG)
+        return lambda: logger.setLevel(previous)
     if not enabled:
         return log_to(sys.stderr, "skala_async", logging.WARNING, f"{prog}: %(message)s")
     return log_to(

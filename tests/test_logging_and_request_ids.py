@@ -272,3 +272,26 @@ async def test_validation_failures_send_nothing_and_log_no_request(
             await client.create_ticket("not-a-uuid", "", "")
         assert sandbox.requests == []
     assert http_lines(caplog) == []
+
+
+@pytest.mark.slow
+def test_skala_log_and_cli_verbose_log_each_line_once() -> None:
+    """``skala-tickets -v`` with ``SKALA_LOG=info`` set: DEBUG lines, none of them twice."""
+    script = textwrap.dedent(
+        """
+        import sys
+        from skala_async.cli import main
+        sys.exit(main(["get", "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d", "-v", "--token", "t",
+                       "--base-url", "http://127.0.0.1:9"]))
+        """
+    )
+    env = {**os.environ, "SKALA_LOG": "info"}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 4
+    lines = [x for x in done.stderr.splitlines() if "skala_async.http" in x]
+    assert lines
+    assert any(" INFO " in x for x in lines)
+    messages = [x.split(" skala_async.http ", 1)[1] for x in lines]
+    assert len(messages) == len(set(messages)), lines

@@ -214,20 +214,22 @@ async def test_https_proxy_and_no_proxy_from_the_environment(
     sandbox = https_sandbox
     async with Tap(proxy_port) as tap:
         monkeypatch.setenv("HTTPS_PROXY", proxy_url(tap.port))
-        async with sandbox_client(sandbox, ssl=client_ssl) as client:
+        async with sandbox_client(sandbox, ssl=client_ssl, trust_env=True) as client:
             await client.create_ticket(sandbox.customer_id, "s", "d")
         assert tap.connections >= 1
         assert bytes(tap.sent).startswith(b"CONNECT ")
         through_proxy = tap.connections
         # NO_PROXY exempts the host; trust_env=False ignores the environment altogether
         monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-        async with sandbox_client(sandbox, ssl=client_ssl) as client:
+        async with sandbox_client(sandbox, ssl=client_ssl, trust_env=True) as client:
             await client.create_ticket(sandbox.customer_id, "s", "d")
         monkeypatch.delenv("NO_PROXY")
         async with sandbox_client(sandbox, ssl=client_ssl, trust_env=False) as client:
             await client.create_ticket(sandbox.customer_id, "s", "d")
+        async with sandbox_client(sandbox, ssl=client_ssl) as client:  # the helper's default
+            await client.create_ticket(sandbox.customer_id, "s", "d")
         assert tap.connections == through_proxy
-    assert sandbox.count("create") == 3
+    assert sandbox.count("create") == 4
 
 
 async def test_a_certificate_that_does_not_verify_is_a_clear_error_not_retried(
@@ -380,7 +382,7 @@ async def test_a_broken_proxy_from_the_environment_never_shows_its_password(
     proxy: str, error: type[Exception], https_sandbox: SkalaSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HTTPS_PROXY", proxy)
-    async with sandbox_client(https_sandbox) as client:
+    async with sandbox_client(https_sandbox, trust_env=True) as client:
         with pytest.raises(error, match=r"HTTPS_PROXY|cannot connect to the proxy") as info:
             await client.get_ticket("9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d")
     text = "".join(traceback.format_exception(info.value))

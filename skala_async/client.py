@@ -893,7 +893,9 @@ def _reason(exc: SkalaError) -> str:
         if exc.request_id:
             text += f" request_id={exc.request_id}"
         return text
-    return str(exc)
+    text = str(exc)
+    prefix = f"{getattr(exc, 'method', '')} {getattr(exc, 'path', '')}: "
+    return text.removeprefix(prefix)  # the line names the request already
 
 
 def _no_retry(

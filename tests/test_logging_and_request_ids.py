@@ -16,10 +16,13 @@ from aiohttp import web
 
 from skala_async import (
     ApiError,
+    CreateOutcomeUnknownError,
+    RequestTimeoutError,
     RetryPolicy,
     ServerError,
     SkalaClient,
     TicketNotFoundError,
+    Timeouts,
     ValidationError,
 )
 from skala_async._logging import setup_from_env
@@ -77,8 +80,13 @@ async def test_a_request_that_is_not_retried_says_why(caplog: pytest.LogCaptureF
         sandbox.inject("get", Fault.http(503), times=5)
         with pytest.raises(ServerError):
             await client.get_ticket(tid, retry=RetryPolicy(attempts=2, initial=0.01))
+        sandbox.clear_faults()
+        sandbox.inject("get", Fault.delay(2))
+        short = client.with_options(timeout=Timeouts(read=0.2), retry=RetryPolicy(attempts=1))
+        with pytest.raises(RequestTimeoutError):
+            await short.get_ticket(tid)
         sandbox.inject("create", Fault.http(500))
-        with pytest.raises(Exception, match="may or may not"):
+        with pytest.raises(CreateOutcomeUnknownError, match="may or may not"):
             await client.create_ticket(sandbox.customer_id, "s", "d")
     lines = [r.getMessage() for r in http_lines(caplog)]
     assert any(
@@ -88,6 +96,7 @@ async def test_a_request_that_is_not_retried_says_why(caplog: pytest.LogCaptureF
         for line in lines
     ), lines
     assert any("attempt=2 failed: HTTP 503" in x and "2 attempts made" in x for x in lines)
+    assert f"ticket={tid} attempt=1 failed: timed out; not retried: 1 attempt made" in lines[-2]
     assert any(
         "ticket=(new) attempt=1 failed: HTTP 500" in line
         and "not retried: the server may have processed it" in line

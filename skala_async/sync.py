@@ -44,6 +44,7 @@ from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 
 if TYPE_CHECKING:
     from ._backoff import PollPolicy, RetryPolicy
+    from ._transport import Timeouts
     from ._transport import ProgressCallback
     from .bulk import BulkReport, BulkResult
     from .models import FileLike, Ticket, TicketDraft, TicketStatus
@@ -394,6 +395,8 @@ class SkalaClient(_OnLoopThread):
     """
 
     _what = "client"
+    #: For a view made by :meth:`with_options`: the client it came from.
+    _view_of: SkalaClient | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _refuse_session(kwargs)
@@ -439,6 +442,23 @@ class SkalaClient(_OnLoopThread):
 
     def __repr__(self) -> str:
         return "<sync." + repr(self._client)[1:]
+
+    def with_options(
+        self,
+        *,
+        timeout: float | Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> SkalaClient:
+        """A view of this client with other defaults, sharing its loop thread, session,
+        token and waits; see :meth:`skala_async.SkalaClient.with_options`. Closing a view
+        closes this client."""
+        view = SkalaClient.__new__(SkalaClient)
+        view._runner = self._runner
+        view._client = self._client.with_options(timeout=timeout, retry=retry, poll=poll)
+        view._finalizer = self._finalizer
+        view._view_of = self  # this client (whose finalizer stops the loop) outlives the view
+        return view
 
     # ------------------------------------------------------------------ public API
 

@@ -178,3 +178,31 @@ def test_the_blocking_client_takes_retry_per_call() -> None:
         sb.clear_faults()
         assert handle.wait_until_created(timeout=30, retry=ONE_TRY).is_final
         assert [t.status for t in handle.watch(timeout=30, retry=ONE_TRY)][-1].value == "CREATED"
+
+
+def test_the_blocking_client_has_views_too() -> None:
+    import gc
+
+    from skala_async.sync import Sandbox
+    from skala_async.sync import SkalaClient as BlockingClient
+
+    with Sandbox(processing_delay=0.02) as sb:
+        client = BlockingClient(
+            sb.client_id, sb.client_secret, base_url=sb.url, poll=FAST_POLL, retry=QUICK
+        )
+        view = client.with_options(retry=ONE_TRY, timeout=30)
+        handle = view.create_ticket(sb.customer_id, "s", "d")
+        sb.inject("get", Fault.http(503), times=10)
+        with pytest.raises(ServerError):
+            view.get_ticket(handle.ticket_id)
+        assert sb.count("get") == 1
+        with pytest.raises(ServerError):
+            client.get_ticket(handle.ticket_id)  # the client's own 3 attempts
+        assert sb.count("get") == 4
+        assert sb.count("token") == 1
+        del client  # the view keeps its client (and the loop thread) alive
+        gc.collect()
+        sb.clear_faults()
+        assert view.get_ticket(handle.ticket_id).ticket_id == handle.ticket_id
+        view.close()
+        assert view.closed

@@ -360,6 +360,14 @@ class Transport:
             )
         if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
             raise TypeError(f"ssl must be an ssl.SSLContext, got {type(ssl).__name__}")
+        if ssl is not None and not (
+            ssl.verify_mode == ssl_module.VerifyMode.CERT_REQUIRED and ssl.check_hostname
+        ):
+            # ssl= is for trusting more (a private CA, the OS store), never for trusting all.
+            raise ValueError(
+                "ssl= must verify certificates and host names (verify_mode CERT_REQUIRED, "
+                "check_hostname True)"
+            )
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or Timeouts()
         self._session = session

@@ -507,8 +507,18 @@ async def test_tls_is_verified_and_cannot_be_skipped_by_accident(
 def test_no_switch_turns_tls_verification_off() -> None:
     """No parameter, and no line of the package, disables certificate checks."""
     for cls in (skala.SkalaClient, skala.Timeouts):
-        names = set(inspect.signature(cls).parameters)
+        # ssl= takes a context that must verify (checked below)
+        names = set(inspect.signature(cls).parameters) - {"ssl"}
         assert not {n for n in names if re.search(r"ssl|verify|cert|tls", n)}, names
+    lax = ssl.create_default_context()
+    lax.check_hostname = False
+    with pytest.raises(ValueError, match="must verify"):
+        skala.SkalaClient(token="t", ssl=lax)
+    lax.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ValueError, match="must verify"):
+        skala.SkalaClient(token="t", ssl=lax)
+    with pytest.raises(TypeError):
+        skala.SkalaClient(token="t", ssl=False)  # type: ignore[arg-type]
     forbidden = re.compile(
         r"ssl\s*=\s*False|verify_ssl|CERT_NONE|check_hostname\s*=\s*False|"
         r"_create_unverified_context|ssl\.SSLContext\("

@@ -562,14 +562,14 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return f"cannot connect to the proxy {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # a ClientConnectorError
         why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
         return (
             f"the TLS certificate of {exc.host}:{exc.port} does not verify ({why}); pass "
             "ssl= with a context that trusts its CA (the CLI: --ca-file)"
         )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return f"the proxy refused the request: {exc.status} {exc.message}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):

@@ -246,7 +246,9 @@ async def test_a_certificate_that_does_not_verify_is_a_clear_error_not_retried(
         assert tap.connections == 1  # GETs are retried freely, but not this
     error = info.value
     assert not error.retryable
-    assert "certificate" in str(error)
+    assert "TLS certificate of 127.0.0.1" in str(error)
+    assert "does not verify" in str(error)
+    assert "ssl=" in str(error)
     assert "static-t0ken" not in str(error)
     assert sandbox.requests == []
 

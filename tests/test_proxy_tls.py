@@ -226,7 +226,7 @@ async def test_https_proxy_and_no_proxy_from_the_environment(
         monkeypatch.delenv("NO_PROXY")
         async with sandbox_client(sandbox, ssl=client_ssl, trust_env=False) as client:
             await client.create_ticket(sandbox.customer_id, "s", "d")
-        async with sandbox_client(sandbox, ssl=client_ssl) as client:  # the helper's default
+        async with sandbox_client(sandbox, ssl=client_ssl) as client:  # sandbox_client's default
             await client.create_ticket(sandbox.customer_id, "s", "d")
         assert tap.connections == through_proxy
     assert sandbox.count("create") == 4

@@ -44,8 +44,7 @@ from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 
 if TYPE_CHECKING:
     from ._backoff import PollPolicy, RetryPolicy
-    from ._transport import Timeouts
-    from ._transport import ProgressCallback
+    from ._transport import ProgressCallback, Timeouts
     from .bulk import BulkReport, BulkResult
     from .models import FileLike, Ticket, TicketDraft, TicketStatus
     from .testing._sandbox import SkalaSandbox

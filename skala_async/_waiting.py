@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, Union
 
-from ._backoff import PollPolicy, check_timeout
+from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from .errors import (
     RateLimitedError,
     ServerError,
@@ -34,6 +34,7 @@ from .errors import (
 from .models import Ticket, TicketStatus
 
 if TYPE_CHECKING:
+    from ._tracing import Tracing
     from .client import SkalaClient
 
 __all__ = ["TicketHandle", "WaitHub"]
@@ -127,6 +128,13 @@ def _closed_error() -> RuntimeError:
 
 
 _Waiters = Union["asyncio.Future[Ticket | None]", "set[asyncio.Future[Ticket | None]]"]
+
+
+def _brief(exc: BaseException) -> str:
+    """An error in one line for a log, with the server's request id when there is one."""
+    rid = getattr(exc, "request_id", None)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if not rid or rid in text else f"{text} (request id {rid})"
 
 
 def _wake(fut: asyncio.Future[Ticket | None]) -> None:
@@ -223,6 +231,7 @@ class TicketHandle:
         *,
         raise_on_failure: bool = True,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Coroutine[Any, Any, Ticket]:
         """Wait until the ticket is ``CREATED`` (or ``FAILED``) and return it.
 
@@ -256,6 +265,8 @@ class TicketHandle:
             raise_on_failure: on ``FAILED`` raise :class:`TicketFailedError` (default) or
                 return the FAILED ticket.
             poll: a :class:`PollPolicy` for this wait, instead of the client's.
+            retry: a :class:`RetryPolicy` for each GET of this wait, instead of the
+                client's.
 
         Raises:
             TicketFailedError: the ticket ended ``FAILED`` (and ``raise_on_failure``).
@@ -269,28 +280,59 @@ class TicketHandle:
         This returns the polling coroutine itself (no wrapper): ``await`` it, or give it
         to ``asyncio.create_task``.
         """
+        policy = self._client._retry(retry)
+        tracing = self._client._tracing
+        if tracing is not None:
+            return self._traced_wait(tracing, timeout, poll, raise_on_failure, policy)
         # The polling coroutine itself, not a coroutine awaiting it: a sleeping wait is
         # then one frame in the caller's task.
-        return self._run(timeout, poll, raise_on_failure, None)
+        return self._run(timeout, poll, raise_on_failure, None, policy)
+
+    async def _traced_wait(
+        self,
+        tracing: Tracing,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        raise_on_failure: bool,
+        retry: RetryPolicy,
+    ) -> Ticket:
+        """A wait inside a ``skala.wait`` span: GETs made and how it ended."""
+        polls = self.polls
+        how: dict[str, str] = {}
+        with tracing.current("skala.wait", {"skala.ticket_id": str(self.ticket_id)}) as span:
+            try:
+                ticket = await self._run(timeout, poll, False, None, retry, how)
+            except BaseException as exc:
+                ended = "timeout" if isinstance(exc, WaitTimeoutError) else "error"
+                if isinstance(exc, asyncio.CancelledError):
+                    ended = "cancelled"
+                tracing.ended(span, ended, exc)
+                raise
+            finally:
+                span.set_attribute("skala.wait.gets", self.polls - polls)
+            span.set_attribute("skala.ticket.status", ticket.status.value)
+            tracing.ended(span, how.get("by", "known"))
+        return _outcome(ticket, raise_on_failure)
 
     def watch(
         self,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         *,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> AsyncIterator[Ticket]:
         """Yield the ticket each time its status changes, ending after a final status.
 
         The first item is the current state (fetched if the handle has none). A FAILED
-        ticket is yielded, not raised. Same polling, deadline and errors as
+        ticket is yielded, not raised. Same polling, deadline, ``retry`` and errors as
         :meth:`wait_until_created`. The deadline runs while your loop body runs too; if it
         passed while you held an item, the watch asks once more (a GET of at most 1 s)
         before it raises :class:`WaitTimeoutError`.
         """
-        return self._changes(timeout, poll)
+        return self._changes(timeout, poll, self._client._retry(retry))
 
     async def _changes(
-        self, timeout: float | None, poll: PollPolicy | None
+        self, timeout: float | None, poll: PollPolicy | None, retry: RetryPolicy
     ) -> AsyncIterator[Ticket]:
         loop = asyncio.get_running_loop()
         plan = self._plan(timeout, poll, loop)
@@ -300,7 +342,7 @@ class TicketHandle:
             if self.ticket.is_final:
                 return
         while True:
-            ticket = await self._run(timeout, poll, False, plan)
+            ticket = await self._run(timeout, poll, False, plan, retry)
             if ticket.status != plan.shown:
                 plan.shown = ticket.status
                 yield ticket
@@ -337,17 +379,23 @@ class TicketHandle:
         poll: PollPolicy | None,
         raise_on_failure: bool,
         watch: _Plan | None,
+        retry: RetryPolicy,
+        how: dict[str, str] | None = None,
     ) -> Ticket:
-        """The polling loop.
+        """The polling loop, each GET retried on ``retry``.
 
         Without ``watch`` (a wait), it runs until a final status and returns (or raises)
         the outcome. With ``watch`` (the state of a :meth:`watch`), it returns the first
-        ticket whose status differs from the one last shown, or that is final.
+        ticket whose status differs from the one last shown, or that is final. ``how``
+        (for a span) gets ``by``: what brought the last news (``webhook``, ``news`` from
+        another request, this wait's ``poll``).
         """
         client = self._client
         loop = asyncio.get_running_loop()
         plan = watch if watch is not None else self._plan(timeout, poll, loop)
         ticket = self.ticket
+        if how is not None and self.ticket_id in client._webhook_tickets:
+            how["by"] = "webhook"  # told before this wait began
         if watch is None and ticket is not None and ticket.is_final:
             return _outcome(ticket, raise_on_failure)
         hub = client._hub
@@ -380,6 +428,8 @@ class TicketHandle:
                         plan.reschedule(poll or client._wait_policy(), loop.time())
                     continue
                 self._see(news, loop.time())
+                if how is not None:
+                    how["by"] = "webhook" if self.ticket_id in client._webhook_tickets else "news"
                 ticket = news
             else:
                 retry_after: float | None = None
@@ -394,7 +444,7 @@ class TicketHandle:
                 get_deadline = deadline if deadline is None or now < deadline else now + plan.lead
                 try:
                     ticket = await client._get(
-                        self.ticket_id, deadline=get_deadline, poll_slot=not last
+                        self.ticket_id, deadline=get_deadline, poll_slot=not last, retry=retry
                     )
                 except (
                     TransportError,
@@ -406,10 +456,14 @@ class TicketHandle:
                         raise  # a certificate that does not verify: polling cannot fix it
                     # Transient (the GET already used its own retries): keep waiting.
                     retry_after = getattr(exc, "retry_after", None)
-                    log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
+                    log.debug(
+                        "poll failed ticket=%s (%s); will poll again", self.ticket_id, _brief(exc)
+                    )
                     ticket = None
                 else:
                     self.polls += 1
+                    if how is not None:
+                        how["by"] = "poll"
                     if (
                         ticket.is_final
                         and before is not None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import datetime
 import hashlib
 import hmac
@@ -81,6 +82,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("skala_async.webhooks")
+
+#: The outcomes of the webhook request being traced in this task, if one is.
+_OUTCOME: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "skala_webhook_outcome", default=None
+)
 
 #: The signature header as Ripio documents it (reference section 6.4).
 SIGNATURE_HEADER = "Http-X-Wh-Signature-256"
@@ -600,6 +606,23 @@ class WebhookReceiver:
             return self._count("error", (500, "internal error"))
 
     async def _process(self, body: bytes, headers: Headers) -> _Result:
+        tracing = self._client._tracing if self._client is not None else None
+        if tracing is None:
+            return await self._process_body(body, headers)
+        with tracing.current("skala.webhook", {"skala.webhook.bytes": len(body)}) as span:
+            outcome: list[str] = []
+            reset = _OUTCOME.set(outcome)
+            try:
+                status, text = await self._process_body(body, headers)
+            finally:
+                _OUTCOME.reset(reset)
+            span.set_attribute("skala.webhook.verified", status != 401)
+            span.set_attribute("http.response.status_code", status)
+            if outcome:
+                span.set_attribute("skala.outcome", outcome[-1])
+            return status, text
+
+    async def _process_body(self, body: bytes, headers: Headers) -> _Result:
         try:
             _check_signature(body, _signature_values(headers), self._keys)
         except InvalidSignatureError as exc:
@@ -680,6 +703,9 @@ class WebhookReceiver:
             self._client._webhook_missed(
                 f"a webhook delivery was refused ({result[0]} {result[1]})"
             )
+        traced = _OUTCOME.get()
+        if traced is not None:  # a skala.webhook span is open: it records the outcome
+            traced.append(outcome)
         return result
 
     # -- aiohttp -----------------------------------------------------------------------------

@@ -517,10 +517,9 @@ class SkalaSandbox:
         self.port = port
         #: The OAuth2 client id the token endpoint accepts.
         self.client_id = client_id if client_id is not None else "sandbox-" + secrets.token_hex(8)
-        #: The matching client secret (never shown in ``repr``).
-        self.client_secret = (
-            client_secret if client_secret is not None else secrets.token_urlsafe(24)
-        )
+        #: The matching client secret (never shown in ``repr``). Hex, so it never begins with
+        #: ``-`` and can follow ``--client-secret`` on a command line as it is.
+        self.client_secret = client_secret if client_secret is not None else secrets.token_hex(24)
         self.support_tickets_enabled = support_tickets_enabled
         self.processing_delay = processing_delay
         self.outcome: Outcome = outcome

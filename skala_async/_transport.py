@@ -20,10 +20,12 @@ import asyncio
 import os
 import platform
 import ssl as ssl_module
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import aiohttp
 import attrs
@@ -168,11 +170,12 @@ class AttachmentPayload(aiohttp.payload.Payload):
         # The chunks are exactly ``size`` bytes, or an OSError: a file that became shorter
         # or longer, or vanished, since it was measured (see Attachment.iter_chunks).
         chunks = att.iter_chunks(CHUNK_SIZE)
+        reader = _ThreadHeld(chunks.close)
         prefix = remaining < expected  # only part of it was asked for: no end to check
         try:
             while remaining > 0 if prefix else not chunks.done:
                 try:
-                    chunk = await loop.run_in_executor(None, _next_chunk, chunks)
+                    chunk = await loop.run_in_executor(None, reader.run, _next_chunk, chunks)
                 except Exception as exc:
                     self._failure.record(exc)
                     raise
@@ -183,7 +186,9 @@ class AttachmentPayload(aiohttp.payload.Payload):
                 await writer.write(chunk)
                 self._report(len(chunk))
         finally:
-            chunks.close()  # closes only what it opened: a caller's file object stays open
+            # Closes only what it opened (a caller's file object stays open); if a cancel
+            # came while a worker thread reads, that thread closes it when its read ends.
+            reader.release()
 
     async def _send_file(
         self, loop: asyncio.AbstractEventLoop, writer: _Coalescing, count: int, *, whole: bool
@@ -195,10 +200,17 @@ class AttachmentPayload(aiohttp.payload.Payload):
         """
         att = self._attachment
         if att.path is not None:
+            opened: list[IO[bytes]] = []
+            opener = _ThreadHeld(lambda: _close_all(opened))
             try:
-                f: IO[bytes] = await loop.run_in_executor(None, att.path.open, "rb")
+                f: IO[bytes] = await loop.run_in_executor(
+                    None, opener.run, _open_into, att.path, opened
+                )
             except OSError:
                 return False  # the chunked path reports it
+            except BaseException:
+                opener.release()  # cancelled while the thread opens it: the thread closes it
+                raise
             own, offset = True, 0
         elif att.fileobj is not None and _has_fileno(att.fileobj):
             f, own, offset = att.fileobj, False, att.offset
@@ -252,6 +264,54 @@ def _has_fileno(f: IO[bytes]) -> bool:
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes:
     return next(chunks, b"")
+
+
+def _open_into(path: Path, opened: list[IO[bytes]]) -> IO[bytes]:
+    f = path.open("rb")
+    opened.append(f)
+    return f
+
+
+def _close_all(files: list[IO[bytes]]) -> None:
+    for f in files:
+        f.close()
+
+
+_T = TypeVar("_T")
+
+
+class _ThreadHeld:
+    """A file that worker threads open or read for a coroutine that may be cancelled.
+
+    A cancelled ``run_in_executor`` does not stop its thread, and drops what it returns:
+    a file opened or being read there would be left to the garbage collector. ``release()``
+    (on the loop, never blocking) closes it at once when no thread is inside :meth:`run`,
+    and otherwise that thread closes it as it leaves.
+    """
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close = close
+        self._busy = threading.Lock()
+        self._released = False
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            with self._busy:
+                return fn(*args)
+        finally:
+            if self._released:
+                self._close_if_idle()
+
+    def release(self) -> None:
+        self._released = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if self._busy.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._busy.release()
 
 
 #: Writes smaller than this are gathered into one ``send()``; file chunks go straight out.

@@ -2,6 +2,7 @@
 sending the same multipart POSTs to the same out-of-process sandbox.
 
     .venv/bin/python benchmarks/bench_cpu.py [--quick] [--no-check] [-n 500] [--rounds 15]
+        [--baseline DIR]
 
 Two variants: no attachment, and one 10 KB attachment (a path; both sides read it from
 disk for every request). Each round creates N tickets with the same number in flight (8)
@@ -13,18 +14,31 @@ skala_async / bare <= 1.10 for each variant.
 The bare loop does the minimum honest work: one token, then per ticket a
 ``FormData(quote_fields=False)`` with the three fields (and an open file), the POST with the
 bearer token, reading the body and ``json.loads`` of it, checking for 202.
+
+Two more clients run in the same rounds:
+
+- ``skala_async + OTel SDK``: the same client made with ``tracing=`` an OpenTelemetry SDK
+  ``TracerProvider`` whose batch processor hands spans to an exporter that drops them
+  (the cost of making, not of shipping, spans). Reported, no budget. Skipped without the
+  SDK installed.
+- with ``--baseline DIR``: the ``skala_async`` package of another source tree (for example
+  a checkout of the previous release), loaded beside this one under another module name.
+  Budget: tracing off, CPU per ticket of this tree / the baseline's <= 1.02.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import sys
 import tempfile
 import time
+import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from _common import (
@@ -46,7 +60,11 @@ from _common import (
 import skala_async
 
 BUDGET_RATIO = 1.10
-IMPLS = ("skala_async", "bare aiohttp")
+#: This tree against the ``--baseline`` tree, tracing off.
+BASELINE_RATIO = 1.02
+BARE = "bare aiohttp"
+TRACED = "skala_async + OTel SDK"
+BASELINE = "skala_async baseline"
 SUMMARY = "Cannot withdraw to my bank account"
 DESCRIPTION = (
     "Since yesterday every withdrawal to my bank account fails with a generic error. "
@@ -92,9 +110,7 @@ def bare_sender(
     return send
 
 
-def client_sender(
-    client: skala_async.SkalaClient, files: list[Path]
-) -> Callable[[], Awaitable[None]]:
+def client_sender(client: Any, files: list[Path]) -> Callable[[], Awaitable[None]]:
     async def send() -> None:
         await client.create_ticket(
             customer_id=CUSTOMER_ID, summary=SUMMARY, description=DESCRIPTION, files=files
@@ -103,36 +119,89 @@ def client_sender(
     return send
 
 
+def tracer_provider() -> Any:
+    """An OpenTelemetry SDK provider that makes and batches spans, then drops them."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+    except ImportError:
+        return None
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return provider
+
+
+def load_baseline(tree: str) -> types.ModuleType:
+    """The ``skala_async`` package of another source tree, as module ``skala_baseline``."""
+    init = Path(tree) / "skala_async" / "__init__.py"
+    if not init.is_file():
+        raise SystemExit(f"--baseline: no skala_async package in {tree}")
+    spec = importlib.util.spec_from_file_location(
+        "skala_baseline", init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["skala_baseline"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 async def measure(
-    server: Server, variants: dict[str, list[Path]], n: int, rounds: int, concurrency: int
+    server: Server,
+    variants: dict[str, list[Path]],
+    n: int,
+    rounds: int,
+    concurrency: int,
+    impls: list[str],
+    baseline: types.ModuleType | None,
+    provider: Any,
 ) -> dict[str, dict[str, dict[str, list[float]]]]:
     """{variant: {impl: {"cpu": [...], "wall": [...]}}}, per round."""
-    results = {v: {i: {"cpu": [], "wall": []} for i in IMPLS} for v in variants}
-    async with (
-        skala_async.SkalaClient(
-            client_id=server.client_id,
-            client_secret=server.client_secret,
-            base_url=server.url,
-        ) as client,
-        aiohttp.ClientSession() as session,
-    ):
-        token = await bare_token(session, server)
-        senders = {
-            v: {
-                "skala_async": client_sender(client, files),
-                "bare aiohttp": bare_sender(session, server, token, files),
+    results: dict[str, dict[str, dict[str, list[float]]]] = {
+        v: {i: {"cpu": [], "wall": []} for i in impls} for v in variants
+    }
+    creds = {
+        "client_id": server.client_id,
+        "client_secret": server.client_secret,
+        "base_url": server.url,
+    }
+    clients: dict[str, Any] = {"skala_async": skala_async.SkalaClient(**creds)}
+    if TRACED in impls:
+        clients[TRACED] = skala_async.SkalaClient(**creds, tracing=provider)
+    if baseline is not None:
+        clients[BASELINE] = baseline.SkalaClient(**creds)
+    try:
+        async with aiohttp.ClientSession() as session:
+            token = await bare_token(session, server)
+            senders = {
+                v: {
+                    BARE: bare_sender(session, server, token, files),
+                    **{name: client_sender(c, files) for name, c in clients.items()},
+                }
+                for v, files in variants.items()
             }
-            for v, files in variants.items()
-        }
-        warm = max(2 * concurrency, n // 5)
-        for v in variants:
-            for impl in IMPLS:
-                await run_workers(senders[v][impl], warm, concurrency)
-        for r in range(rounds):
+            warm = max(2 * concurrency, n // 5)
             for v in variants:
-                for impl in abba(IMPLS, r):  # two half-rounds each
-                    work = run_workers(senders[v][impl], n // 2, concurrency)
-                    await timed(results[v][impl], n // 2, work)
+                for impl in impls:
+                    await run_workers(senders[v][impl], warm, concurrency)
+            for r in range(rounds):
+                for v in variants:
+                    for impl in abba(impls, r):  # two half-rounds each
+                        work = run_workers(senders[v][impl], n // 2, concurrency)
+                        await timed(results[v][impl], n // 2, work)
+    finally:
+        for c in clients.values():
+            await c.close()
     return results
 
 
@@ -141,7 +210,17 @@ def main() -> int:
     parser.add_argument("-n", type=int, help="tickets per round and implementation (500)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 15; quick 1)")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (8)")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="source tree whose skala_async to compare against"
+    )
     args = parser.parse_args()
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    provider = tracer_provider()
+    impls = ["skala_async", BARE]
+    if provider is not None:
+        impls.append(TRACED)
+    if baseline is not None:
+        impls.append(BASELINE)
     n = args.n or (60 if args.quick else 500)
     rounds = args.rounds or (1 if args.quick else 15)
     print(f"# CPU benchmark ({machine_line()})\n")
@@ -152,7 +231,11 @@ def main() -> int:
         shot.write_bytes(os.urandom(10_000))
         variants = {"no files": [], "one 10 KB file": [shot]}
         with sandbox_server(processing_delay="none") as server:
-            results = asyncio.run(measure(server, variants, n, rounds, args.concurrency))
+            results = asyncio.run(
+                measure(server, variants, n, rounds, args.concurrency, impls, baseline, provider)
+            )
+        if provider is not None:
+            provider.shutdown()
 
     print(
         f"Client CPU per created ticket (this process only; server out of process), "
@@ -161,36 +244,42 @@ def main() -> int:
     )
     rows = []
     budgets = Budgets()
-    ratios = {}
+    ratios: dict[str, float] = {}
+    against_baseline: dict[str, float] = {}
     for v in variants:
-        cpu = {i: median(results[v][i]["cpu"]) for i in IMPLS}
-        wall = {i: median(results[v][i]["wall"]) for i in IMPLS}
-        ratios[v] = cpu["skala_async"] / cpu["bare aiohttp"]
-        rows.append(
-            [
-                v,
-                f"{cpu['skala_async'] * 1e6:.0f}",
-                f"{cpu['bare aiohttp'] * 1e6:.0f}",
-                f"{ratios[v]:.3f}",
-                f"{1 / wall['skala_async']:.0f}",
-                f"{1 / wall['bare aiohttp']:.0f}",
-            ]
-        )
+        cpu = {i: median(results[v][i]["cpu"]) for i in impls}
+        wall = {i: median(results[v][i]["wall"]) for i in impls}
+        ratios[v] = cpu["skala_async"] / cpu[BARE]
+        if baseline is not None:
+            against_baseline[v] = cpu["skala_async"] / cpu[BASELINE]
+        for impl in impls:
+            rows.append(
+                [
+                    v,
+                    impl,
+                    f"{cpu[impl] * 1e6:.0f}",
+                    f"{cpu[impl] / cpu[BARE]:.3f}",
+                    f"{cpu['skala_async'] / cpu[impl]:.3f}" if impl != "skala_async" else "",
+                    f"{1 / wall[impl]:.0f}",
+                ]
+            )
     print(
         markdown_table(
             [
                 "variant",
-                "skala_async µs CPU/ticket",
-                "bare aiohttp µs CPU/ticket",
-                "CPU ratio",
-                "skala_async tickets/s",
-                "bare tickets/s",
+                "client",
+                "µs CPU/ticket",
+                "CPU / bare",
+                "skala_async CPU / this",
+                "tickets/s",
             ],
             rows,
         )
     )
     for v in variants:
         budgets.check(f"CPU per ticket skala/bare, {v}", ratios[v], BUDGET_RATIO)
+    for v, ratio in against_baseline.items():
+        budgets.check(f"CPU per ticket skala/baseline (tracing off), {v}", ratio, BASELINE_RATIO)
     print(f"\n(total benchmark time {time.perf_counter() - started:.0f} s)")
     write_json(args.json, results)
     return budgets.report(check=not args.no_check)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import PollPolicy, RetryPolicy
+from ._logging import setup_from_env as _setup_logging
 from ._transport import Timeouts
 from ._version import __version__
 from ._waiting import TicketHandle
@@ -42,6 +43,8 @@ from .errors import (
     WaitTimeoutError,
 )
 from .models import Attachment, SupportTicketEvent, Ticket, TicketDraft, TicketStatus
+
+_setup_logging()  # SKALA_LOG=info|debug
 
 if TYPE_CHECKING:
     from .webhooks import (

@@ -75,6 +75,8 @@ class Request:
     files: tuple[Attachment, ...] = ()
     form: tuple[tuple[str, str], ...] = ()
     needs_auth: bool = True
+    #: The ticket a retrieve asks for (logs and traces name it).
+    ticket_id: uuid.UUID | None = None
 
     @property
     def body_size(self) -> int:
@@ -90,6 +92,33 @@ class RawResponse:
     headers: Mapping[str, str] = attrs.field(repr=False)
     body: bytes = attrs.field(repr=False)
     truncated: bool = False
+    #: The server's id of this exchange (see :func:`request_id_of`), if it sent one.
+    request_id: str | None = None
+
+
+#: The response header that carries the server's id of an exchange, unless told otherwise.
+DEFAULT_REQUEST_ID_HEADER = "X-Request-Id"
+_MAX_REQUEST_ID_CHARS = 128
+
+
+def request_id_of(headers: Mapping[str, str], name: str = DEFAULT_REQUEST_ID_HEADER) -> str | None:
+    """The request id a response carries in header ``name``, safe to print and log.
+
+    A hostile or broken server could put line breaks (forged log lines), escape sequences
+    or megabytes in it: anything but printable ASCII becomes ``?`` and the id is cut to
+    128 characters.
+    """
+    value = headers.get(name)
+    if not value:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    if not (value.isascii() and value.isprintable()):
+        value = "".join(c if " " <= c <= "~" else "?" for c in value)
+    if len(value) > _MAX_REQUEST_ID_CHARS:
+        value = value[:_MAX_REQUEST_ID_CHARS] + "…"
+    return value
 
 
 @attrs.frozen
@@ -247,6 +276,7 @@ def get_request(ticket_id: uuid.UUID | str) -> Request:
         method="GET",
         path=TICKET_PATH.format(ticket_id=tid),
         headers={"Accept": "application/json"},
+        ticket_id=tid,
     )
 
 
@@ -343,6 +373,7 @@ def error_for(request: Request, response: RawResponse) -> ApiError:
         "body_excerpt": excerpt,
         "method": request.method,
         "path": request.path,
+        "request_id": response.request_id,
     }
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     if status == 403 and code == SUPPORT_TICKETS_NOT_ENABLED_CODE:
@@ -381,6 +412,7 @@ def _unexpected(request: Request, response: RawResponse, why: str) -> Unexpected
         method=request.method,
         path=request.path,
         message=message,
+        request_id=response.request_id,
     )
 
 

@@ -19,15 +19,27 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+import ssl as ssl_module
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import aiohttp
 import attrs
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_writer import StreamWriter
 
-from ._protocol import MAX_RESPONSE_BYTES, RawResponse, Request, form_body
+from ._protocol import (
+    DEFAULT_REQUEST_ID_HEADER,
+    MAX_RESPONSE_BYTES,
+    RawResponse,
+    Request,
+    form_body,
+    request_id_of,
+)
 from ._version import __version__
 from .errors import (
     RequestTimeoutError,
@@ -158,11 +170,12 @@ class AttachmentPayload(aiohttp.payload.Payload):
         # The chunks are exactly ``size`` bytes, or an OSError: a file that became shorter
         # or longer, or vanished, since it was measured (see Attachment.iter_chunks).
         chunks = att.iter_chunks(CHUNK_SIZE)
+        reader = _ThreadHeld(chunks.close)
         prefix = remaining < expected  # only part of it was asked for: no end to check
         try:
             while remaining > 0 if prefix else not chunks.done:
                 try:
-                    chunk = await loop.run_in_executor(None, _next_chunk, chunks)
+                    chunk = await loop.run_in_executor(None, reader.run, _next_chunk, chunks)
                 except Exception as exc:
                     self._failure.record(exc)
                     raise
@@ -173,7 +186,9 @@ class AttachmentPayload(aiohttp.payload.Payload):
                 await writer.write(chunk)
                 self._report(len(chunk))
         finally:
-            chunks.close()  # closes only what it opened: a caller's file object stays open
+            # Closes only what it opened (a caller's file object stays open); if a cancel
+            # came while a worker thread reads, that thread closes it when its read ends.
+            reader.release()
 
     async def _send_file(
         self, loop: asyncio.AbstractEventLoop, writer: _Coalescing, count: int, *, whole: bool
@@ -185,10 +200,17 @@ class AttachmentPayload(aiohttp.payload.Payload):
         """
         att = self._attachment
         if att.path is not None:
+            opened: list[IO[bytes]] = []
+            opener = _ThreadHeld(lambda: _close_all(opened))
             try:
-                f: IO[bytes] = await loop.run_in_executor(None, att.path.open, "rb")
+                f: IO[bytes] = await loop.run_in_executor(
+                    None, opener.run, _open_into, att.path, opened
+                )
             except OSError:
                 return False  # the chunked path reports it
+            except BaseException:
+                opener.release()  # cancelled while the thread opens it: the thread closes it
+                raise
             own, offset = True, 0
         elif att.fileobj is not None and _has_fileno(att.fileobj):
             f, own, offset = att.fileobj, False, att.offset
@@ -242,6 +264,54 @@ def _has_fileno(f: IO[bytes]) -> bool:
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes:
     return next(chunks, b"")
+
+
+def _open_into(path: Path, opened: list[IO[bytes]]) -> IO[bytes]:
+    f = path.open("rb")
+    opened.append(f)
+    return f
+
+
+def _close_all(files: list[IO[bytes]]) -> None:
+    for f in files:
+        f.close()
+
+
+_T = TypeVar("_T")
+
+
+class _ThreadHeld:
+    """A file that worker threads open or read for a coroutine that may be cancelled.
+
+    A cancelled ``run_in_executor`` does not stop its thread, and drops what it returns:
+    a file opened or being read there would be left to the garbage collector. ``release()``
+    (on the loop, never blocking) closes it at once when no thread is inside :meth:`run`,
+    and otherwise that thread closes it as it leaves.
+    """
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close = close
+        self._busy = threading.Lock()
+        self._released = False
+
+    def run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        try:
+            with self._busy:
+                return fn(*args)
+        finally:
+            if self._released:
+                self._close_if_idle()
+
+    def release(self) -> None:
+        self._released = True
+        self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if self._busy.acquire(blocking=False):
+            try:
+                self._close()
+            finally:
+                self._busy.release()
 
 
 #: Writes smaller than this are gathered into one ``send()``; file chunks go straight out.
@@ -391,13 +461,40 @@ class Transport:
         timeouts: Timeouts | None = None,
         user_agent: str | None = None,
         connection_limit: int = 100,
+        proxy: str | None = None,
+        ssl: ssl_module.SSLContext | None = None,
+        trust_env: bool = True,
+        trace_configs: Sequence[aiohttp.TraceConfig] | None = None,
+        request_id_header: str = DEFAULT_REQUEST_ID_HEADER,
     ) -> None:
+        if session is not None and (ssl is not None or trace_configs):
+            raise ValueError(
+                "ssl= and trace_configs= configure the session the client makes; with "
+                "session= pass them to your aiohttp.ClientSession (its connector) instead"
+            )
+        if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+            raise TypeError(f"ssl must be an ssl.SSLContext, got {type(ssl).__name__}")
+        if ssl is not None and not (
+            ssl.verify_mode == ssl_module.VerifyMode.CERT_REQUIRED and ssl.check_hostname
+        ):
+            # ssl= is for trusting more (a private CA, the OS store), never for trusting all.
+            raise ValueError(
+                "ssl= must verify certificates and host names (verify_mode CERT_REQUIRED, "
+                "check_hostname True)"
+            )
         self.base_url = base_url.rstrip("/")
         self.timeouts = timeouts or Timeouts()
         self._session = session
         self._owns_session = session is None
         self._user_agent = user_agent or USER_AGENT
         self._connection_limit = connection_limit
+        self._ssl = ssl
+        self._trust_env = trust_env
+        #: The proxy for this transport's requests: ``proxy=``, else (made on the first
+        #: request, for a session made here) the one ``HTTPS_PROXY``/``NO_PROXY`` choose.
+        self.proxy = proxy
+        self._trace_configs = list(trace_configs or ())
+        self.request_id_header = request_id_header
         self._closed = False
 
     @property
@@ -409,11 +506,20 @@ class Transport:
         if self._closed:
             raise RuntimeError("this client is closed; make a new one")
         if self._session is None:
+            if self.proxy is None and self._trust_env:
+                # Read once here, not per request: aiohttp's own trust_env looks the
+                # environment up in a worker thread for every request.
+                self.proxy = env_proxy_for(self.base_url)
+            connector = aiohttp.TCPConnector(
+                limit=self._connection_limit,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connection_limit),
+                connector=connector,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self.timeouts.connect, connect=self.timeouts.connect
                 ),
+                trace_configs=self._trace_configs or None,
             )
         return self._session
 
@@ -424,8 +530,10 @@ class Transport:
         if session is not None and self._owns_session and not session.closed:
             await session.close()
 
-    def _timeout(self, request: Request, limit: float | None) -> aiohttp.ClientTimeout:
-        t = self.timeouts
+    def _timeout(
+        self, request: Request, limit: float | None, t: Timeouts | None = None
+    ) -> aiohttp.ClientTimeout:
+        t = t or self.timeouts
         # ``total`` bounds the whole exchange and ``connect`` the wait for a connection; a
         # create also gets ``sock_read``: after the body is sent, the answer (which covers
         # the server's processing of the upload) must start within ``upload_read``.
@@ -449,6 +557,8 @@ class Transport:
         token: str | None = None,
         time_limit: float | None = None,
         progress: ProgressCallback | None = None,
+        timeouts: Timeouts | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> RawResponse:
         """Send ``request`` once and return the raw response.
 
@@ -456,12 +566,16 @@ class Transport:
             token: the bearer token, for requests that need one.
             time_limit: seconds this attempt may take at most (a caller's deadline).
             progress: upload progress callback for a create.
+            timeouts: limits for this request instead of the transport's own.
+            extra_headers: more headers (trace context).
 
         Raises:
             TransportError: no usable response arrived.
         """
         session = self._get_session()
         headers: dict[str, str] = {"User-Agent": self._user_agent, **request.headers}
+        if extra_headers:
+            headers.update(extra_headers)
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         data: Any = None
@@ -483,21 +597,63 @@ class Transport:
                 data=data,
                 allow_redirects=False,
                 raise_for_status=False,
-                timeout=self._timeout(request, time_limit),
+                timeout=self._timeout(request, time_limit, timeouts or self.timeouts),
+                proxy=self.proxy,
             ) as resp:
                 body, truncated = await _read_capped(resp)
-                return RawResponse(resp.status, resp.headers, body, truncated)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            # Nothing was sent: the connection never opened (refused, DNS, TLS, pool wait).
-            error = _wrap(exc, request, headers, request_sent=False)
+                return RawResponse(
+                    resp.status,
+                    resp.headers,
+                    body,
+                    truncated,
+                    request_id_of(resp.headers, self.request_id_header),
+                )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            # ValueError: aiohttp refusing a header or filename it considers unsafe.
-            error = _wrap(exc, request, headers, request_sent=True)
+            # ValueError: aiohttp refusing a header or filename it considers unsafe. Nothing
+            # was sent when the connection never opened (refused, DNS, TLS, pool wait) or
+            # the proxy refused the tunnel.
+            error = _wrap(
+                exc,
+                request,
+                headers,
+                self._proxy_passwords(),
+                request_sent=not isinstance(exc, _NOT_SENT),
+            )
         if failure.error is not None:
             error = _aborted(request, failure.error)
         # Raised here, outside the handler: aiohttp's exception (its request_info holds the
-        # headers we sent) must not ride along as __context__.
+        # headers we sent, its proxy URL a password) must not ride along as __context__.
         raise error
+
+    def _proxy_passwords(self) -> list[str]:
+        """The proxy's password as written in its URL and decoded (none: empty)."""
+        try:
+            password = urllib.parse.urlsplit(self.proxy).password if self.proxy else None
+        except ValueError:  # pragma: no cover - proxies are checked before use
+            password = None
+        if not password:
+            return []
+        return sorted({password, urllib.parse.unquote(password)}, key=len, reverse=True)
+
+
+def env_proxy_for(base_url: str) -> str | None:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name for ``base_url``, unless ``NO_PROXY``
+    exempts its host (the rules of :func:`urllib.request.getproxies`)."""
+    parts = urllib.parse.urlsplit(base_url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
+        return None
+    try:
+        proxy_parts = urllib.parse.urlsplit(proxy)
+        usable = proxy_parts.scheme in ("http", "https") and bool(proxy_parts.hostname)
+        proxy_parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        usable = False
+    if not usable:
+        # It may hold a password: name the variable, not its value.
+        name = f"{parts.scheme.upper()}_PROXY"
+        raise ValueError(f"{name} in the environment is not an http:// or https:// proxy URL")
+    return proxy
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
@@ -523,8 +679,18 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"cannot connect to the proxy {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # a ClientConnectorError
+        why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+        return (
+            f"the TLS certificate of {exc.host}:{exc.port} does not verify ({why}); pass "
+            "ssl= with a context that trusts its CA (the CLI: --ca-file)"
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or exc})"
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy refused the request: {exc.status} {exc.message}"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
@@ -535,23 +701,36 @@ def _describe(exc: BaseException) -> str:
 
 #: Errors that another attempt cannot fix: the server's certificate does not verify.
 _PERMANENT = (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError)
+#: Failures that surely sent nothing to the API.
+_NOT_SENT = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ClientHttpProxyError,
+)
 
 
 def _wrap(
-    exc: BaseException, request: Request, headers: Mapping[str, str], *, request_sent: bool
+    exc: BaseException,
+    request: Request,
+    headers: Mapping[str, str],
+    proxy_secrets: Sequence[str] = (),
+    *,
+    request_sent: bool,
 ) -> TransportError:
     cls = (
         RequestTimeoutError
         if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError))
         else TransportError
     )
-    secrets = _secrets_of(headers)
+    secrets = (*proxy_secrets, *_secrets_of(headers))
     error = cls(
         _scrub(f"{request.method} {request.path}: {_describe(exc)}", secrets),
         method=request.method,
         path=request.path,
         request_sent=request_sent,
-        retryable=not isinstance(exc, _PERMANENT),
+        retryable=not isinstance(exc, _PERMANENT)
+        # a proxy that refuses the tunnel (407, 403) will refuse it again; 5xx may pass
+        and not (isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status < 500),
     )
     error.__cause__ = underlying(exc, secrets)
     return error

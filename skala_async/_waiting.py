@@ -21,9 +21,9 @@ import html
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._backoff import PollPolicy, check_timeout
+from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from .bus import LocalBus, TicketBus
 from .errors import (
     RateLimitedError,
@@ -34,6 +34,9 @@ from .errors import (
     WaitTimeoutError,
 )
 from .models import Ticket, TicketStatus
+
+if TYPE_CHECKING:
+    from ._tracing import Tracing
 
 __all__ = ["TicketHandle", "Waits"]
 
@@ -54,30 +57,49 @@ class Waits:
     Attributes:
         bus: where news of tickets arrives and the webhook health is read.
         fetch: one GET of a wait (``ticket_id``, loop-time ``deadline``, whether to take
-            one of the client's poll slots); it publishes what it learns on the bus.
+            one of the client's poll slots, the :class:`RetryPolicy` of its attempts); it
+            publishes what it learns on the bus.
         get: one GET now (:meth:`TicketHandle.refresh`).
         policy: the client's poll policy right now (slow while webhooks arrive).
+        retry: the retry policy of a wait given its ``retry=`` argument (the client's when
+            ``None``).
+        tracing: the client's tracing, if on (a wait is then a ``skala.wait`` span).
         own_bus: ``bus`` again if the client made it for itself (``None``: the bus is the
             caller's, perhaps shared with other clients or processes, and the client keeps
             a set of its own sleeping waits, so that closing it ends those and no one
             else's).
     """
 
-    __slots__ = ("_own_bus", "_sleeping", "bus", "closed", "fetch", "get", "policy")
+    __slots__ = (
+        "_own_bus",
+        "_root",
+        "_sleeping",
+        "bus",
+        "closed",
+        "fetch",
+        "get",
+        "policy",
+        "retry",
+        "tracing",
+    )
 
     def __init__(
         self,
         *,
         bus: TicketBus,
-        fetch: Callable[[uuid.UUID, float | None, bool], Awaitable[Ticket]],
+        fetch: Callable[[uuid.UUID, float | None, bool, RetryPolicy], Awaitable[Ticket]],
         get: Callable[[uuid.UUID], Awaitable[Ticket]],
         policy: Callable[[], PollPolicy],
+        retry: Callable[[RetryPolicy | None], RetryPolicy],
+        tracing: Tracing | None,
         own_bus: LocalBus | None,
     ) -> None:
         self.bus = bus
         self.fetch = fetch
         self.get = get
         self.policy = policy
+        self.retry = retry
+        self.tracing = tracing
         self.closed = False
         self._own_bus = own_bus
         # With a bus of its own the client ends its waits through the bus (no set: a
@@ -85,10 +107,35 @@ class Waits:
         self._sleeping: set[asyncio.Future[Ticket | None]] | None = (
             None if own_bus is not None else set()
         )
+        #: The client's own ``Waits`` when this one belongs to a ``with_options()`` view.
+        self._root = self
+
+    def view(
+        self,
+        *,
+        fetch: Callable[[uuid.UUID, float | None, bool, RetryPolicy], Awaitable[Ticket]],
+        get: Callable[[uuid.UUID], Awaitable[Ticket]],
+        policy: Callable[[], PollPolicy],
+        retry: Callable[[RetryPolicy | None], RetryPolicy],
+    ) -> Waits:
+        """The same waits seen from a ``with_options()`` view: the view's options, this
+        client's bus, sleeping waits and closed state."""
+        other = Waits(
+            bus=self.bus,
+            fetch=fetch,
+            get=get,
+            policy=policy,
+            retry=retry,
+            tracing=self.tracing,
+            own_bus=self._own_bus,
+        )
+        other._sleeping = self._sleeping
+        other._root = self._root
+        return other
 
     def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
         """Register a sleeping wait's future (on the bus, and here for a shared bus)."""
-        if self.closed:
+        if self._root.closed:
             raise _closed_error()
         self.bus.add_waiter(ticket_id, fut)
         if self._sleeping is not None:
@@ -102,10 +149,13 @@ class Waits:
     def close(self) -> None:
         """End every sleeping wait of this client with a ``RuntimeError``; later waits
         raise it instead of sleeping. A shared bus stays open for everyone else."""
-        self.closed = True
+        self._root.closed = True
         if self._own_bus is not None:
             self._own_bus.close_waits(_closed_error)
-        sleeping, self._sleeping = self._sleeping or set(), set()
+        # Emptied in place: with_options() views share the set.
+        sleeping = list(self._sleeping or ())
+        if self._sleeping is not None:
+            self._sleeping.clear()
         for fut in sleeping:
             if not fut.done():
                 fut.set_exception(_closed_error())
@@ -113,6 +163,13 @@ class Waits:
 
 def _closed_error() -> RuntimeError:
     return RuntimeError("the wait did not finish: the client was closed meanwhile")
+
+
+def _brief(exc: BaseException) -> str:
+    """An error in one line for a log, with the server's request id when there is one."""
+    rid = getattr(exc, "request_id", None)
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if not rid or rid in text else f"{text} (request id {rid})"
 
 
 def _wake(fut: asyncio.Future[Ticket | None]) -> None:
@@ -209,6 +266,7 @@ class TicketHandle:
         *,
         raise_on_failure: bool = True,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Coroutine[Any, Any, Ticket]:
         """Wait until the ticket is ``CREATED`` (or ``FAILED``) and return it.
 
@@ -242,6 +300,8 @@ class TicketHandle:
             raise_on_failure: on ``FAILED`` raise :class:`TicketFailedError` (default) or
                 return the FAILED ticket.
             poll: a :class:`PollPolicy` for this wait, instead of the client's.
+            retry: a :class:`RetryPolicy` for each GET of this wait, instead of the
+                client's.
 
         Raises:
             TicketFailedError: the ticket ended ``FAILED`` (and ``raise_on_failure``).
@@ -255,28 +315,59 @@ class TicketHandle:
         This returns the polling coroutine itself (no wrapper): ``await`` it, or give it
         to ``asyncio.create_task``.
         """
+        policy = self._waits.retry(retry)
+        tracing = self._waits.tracing
+        if tracing is not None:
+            return self._traced_wait(tracing, timeout, poll, raise_on_failure, policy)
         # The polling coroutine itself, not a coroutine awaiting it: a sleeping wait is
         # then one frame in the caller's task.
-        return self._run(timeout, poll, raise_on_failure, None)
+        return self._run(timeout, poll, raise_on_failure, None, policy)
+
+    async def _traced_wait(
+        self,
+        tracing: Tracing,
+        timeout: float | None,
+        poll: PollPolicy | None,
+        raise_on_failure: bool,
+        retry: RetryPolicy,
+    ) -> Ticket:
+        """A wait inside a ``skala.wait`` span: GETs made and how it ended."""
+        polls = self.polls
+        how: dict[str, str] = {}
+        with tracing.current("skala.wait", {"skala.ticket_id": str(self.ticket_id)}) as span:
+            try:
+                ticket = await self._run(timeout, poll, False, None, retry, how)
+            except BaseException as exc:
+                ended = "timeout" if isinstance(exc, WaitTimeoutError) else "error"
+                if isinstance(exc, asyncio.CancelledError):
+                    ended = "cancelled"
+                tracing.ended(span, ended, exc)
+                raise
+            finally:
+                span.set_attribute("skala.wait.gets", self.polls - polls)
+            span.set_attribute("skala.ticket.status", ticket.status.value)
+            tracing.ended(span, how.get("by", "known"))
+        return _outcome(ticket, raise_on_failure)
 
     def watch(
         self,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         *,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> AsyncIterator[Ticket]:
         """Yield the ticket each time its status changes, ending after a final status.
 
         The first item is the current state (fetched if the handle has none). A FAILED
-        ticket is yielded, not raised. Same polling, deadline and errors as
+        ticket is yielded, not raised. Same polling, deadline, ``retry`` and errors as
         :meth:`wait_until_created`. The deadline runs while your loop body runs too; if it
         passed while you held an item, the watch asks once more (a GET of at most 1 s)
         before it raises :class:`WaitTimeoutError`.
         """
-        return self._changes(timeout, poll)
+        return self._changes(timeout, poll, self._waits.retry(retry))
 
     async def _changes(
-        self, timeout: float | None, poll: PollPolicy | None
+        self, timeout: float | None, poll: PollPolicy | None, retry: RetryPolicy
     ) -> AsyncIterator[Ticket]:
         loop = asyncio.get_running_loop()
         plan = await self._plan(timeout, poll, loop)
@@ -286,7 +377,7 @@ class TicketHandle:
             if self.ticket.is_final:
                 return
         while True:
-            ticket = await self._run(timeout, poll, False, plan)
+            ticket = await self._run(timeout, poll, False, plan, retry)
             if ticket.status != plan.shown:
                 plan.shown = ticket.status
                 yield ticket
@@ -324,12 +415,16 @@ class TicketHandle:
         poll: PollPolicy | None,
         raise_on_failure: bool,
         watch: _Plan | None,
+        retry: RetryPolicy,
+        how: dict[str, str] | None = None,
     ) -> Ticket:
-        """The polling loop.
+        """The polling loop, each GET retried on ``retry``.
 
         Without ``watch`` (a wait), it runs until a final status and returns (or raises)
         the outcome. With ``watch`` (the state of a :meth:`watch`), it returns the first
-        ticket whose status differs from the one last shown, or that is final.
+        ticket whose status differs from the one last shown, or that is final. ``how``
+        (for a span) gets ``by``: what brought the last news (``webhook``, ``news`` from
+        another request, this wait's ``poll``).
         """
         waits = self._waits
         bus = waits.bus
@@ -337,6 +432,8 @@ class TicketHandle:
         plan = watch if watch is not None else await self._plan(timeout, poll, loop)
         ticket = self.ticket
         if watch is None and ticket is not None and ticket.is_final:
+            if how is not None:
+                how["by"] = await _told_by(bus, ticket, "known")  # before this wait began
             return _outcome(ticket, raise_on_failure)
         while True:
             now = loop.time()
@@ -367,6 +464,8 @@ class TicketHandle:
                         plan.reschedule(poll or waits.policy(), loop.time())
                     continue
                 self._see(news, loop.time())
+                if how is not None:
+                    how["by"] = await _told_by(bus, news, "news")
                 ticket = news
             elif (known := await bus.kept(self.ticket_id)) is not None:
                 # A poll is due, but the bus keeps a final state: news published where
@@ -374,6 +473,8 @@ class TicketHandle:
                 # no GET.
                 ticket = known.ticket
                 self._see(ticket, loop.time())
+                if how is not None:
+                    how["by"] = "webhook" if known.webhook else "news"
             else:
                 retry_after: float | None = None
                 before = self.ticket
@@ -386,7 +487,7 @@ class TicketHandle:
                 # asking.
                 get_deadline = deadline if deadline is None or now < deadline else now + plan.lead
                 try:
-                    ticket = await waits.fetch(self.ticket_id, get_deadline, not last)
+                    ticket = await waits.fetch(self.ticket_id, get_deadline, not last, retry)
                 except (
                     TransportError,
                     ServerError,
@@ -397,10 +498,14 @@ class TicketHandle:
                         raise  # a certificate that does not verify: polling cannot fix it
                     # Transient (the GET already used its own retries): keep waiting.
                     retry_after = getattr(exc, "retry_after", None)
-                    log.debug("poll of %s failed (%s); will poll again", self.ticket_id, exc)
+                    log.debug(
+                        "poll failed ticket=%s (%s); will poll again", self.ticket_id, _brief(exc)
+                    )
                     ticket = None
                 else:
                     self.polls += 1
+                    if how is not None:
+                        how["by"] = "poll"
                     if ticket.is_final and before is not None and not before.is_final:
                         # A webhook, if any were coming, would have told (the bus knows
                         # whether one landed anywhere while this GET was in flight).
@@ -414,6 +519,16 @@ class TicketHandle:
                     return _outcome(ticket, raise_on_failure)
             elif ticket.is_final or ticket.status != plan.shown:
                 return ticket
+
+
+async def _told_by(bus: TicketBus, ticket: Ticket, otherwise: str) -> str:
+    """For a span: ``webhook`` if a verified webhook brought this final state, else
+    ``otherwise`` (asked only of traced waits: it may be a round trip to the bus)."""
+    if ticket.is_final:
+        known = await bus.kept(ticket.ticket_id)
+        if known is not None and known.webhook and known.ticket.status is ticket.status:
+            return "webhook"
+    return otherwise
 
 
 def _outcome(ticket: Ticket, raise_on_failure: bool) -> Ticket:

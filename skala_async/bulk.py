@@ -49,7 +49,7 @@ import os
 import uuid
 from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -70,6 +70,7 @@ from .errors import (
 from .models import Ticket, TicketDraft, TicketStatus
 
 if TYPE_CHECKING:
+    from ._tracing import Tracing
     from ._waiting import TicketHandle
     from .bus import TicketBus
 
@@ -369,6 +370,11 @@ class _Run:
         self.waiting: dict[asyncio.Future[None], BulkResult] = {}
         #: Keys of this run's inputs so far (with a journal): one key, one ticket.
         self.claimed: set[str] = set()
+        #: With tracing: the open skala.bulk.input span of each input, by index.
+        # A SkalaClient's tracing, when on (a submitter of another kind has none).
+        self.tracing: Tracing | None = getattr(client, "_tracing", None)
+        self.spans: dict[int, Any] = {}
+        self.emitted = 0
 
     async def pull(self) -> tuple[int, object] | None:
         async with self.pull_lock:
@@ -396,9 +402,26 @@ class _Run:
     async def worker(self) -> None:
         while (item := await self.pull()) is not None:
             index, draft = item
-            await self.one(index, draft)
+            if self.tracing is None:
+                await self.one(index, draft)
+                continue
+            span = self.tracing.span("skala.bulk.input", {"skala.bulk.index": index})
+            self.spans[index] = span
+            # Current while the input is sent; a wait started for it inherits it too. The
+            # span ends when the input's result is emitted.
+            with self.tracing.use(span):
+                await self.one(index, draft)
 
     async def emit(self, result: BulkResult) -> None:
+        self.emitted += 1
+        if self.tracing is not None and (span := self.spans.pop(result.index, None)):
+            if result.reference is not None:
+                span.set_attribute("skala.bulk.reference", result.reference)
+            if result.ticket_id is not None:
+                span.set_attribute("skala.ticket_id", str(result.ticket_id))
+            span.set_attribute("skala.bulk.from_journal", result.from_journal)
+            self.tracing.ended(span, result.outcome.value, result.error)
+            span.end()
         await self.results.put(result)
 
     def journal_failed(self, exc: JournalError) -> None:
@@ -623,6 +646,20 @@ class _Run:
                 await self.emit(result)
 
     async def run(self) -> None:
+        if self.tracing is None:
+            await self._run()
+            return
+        with self.tracing.current("skala.bulk", {"skala.bulk.concurrency": self.workers}) as span:
+            try:
+                await self._run()
+            finally:
+                span.set_attribute("skala.bulk.inputs", self.emitted)
+                for open_span in self.spans.values():  # inputs cut short by a cancel
+                    self.tracing.ended(open_span, "cancelled")
+                    open_span.end()
+                self.spans.clear()
+
+    async def _run(self) -> None:
         workers = [asyncio.ensure_future(self.worker()) for _ in range(self.workers)]
         try:
             await asyncio.gather(*workers)

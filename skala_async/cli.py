@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import re
+import ssl
 import sys
 import time
 import uuid
@@ -430,6 +431,10 @@ def _progress_bar(args: argparse.Namespace, stream: TextIO) -> ProgressBar | Non
 
 def _make_client(args: argparse.Namespace) -> SkalaClient:
     overrides: dict[str, Any] = {"allow_insecure_http": args.allow_insecure_http}
+    if args.proxy is not None:
+        overrides["proxy"] = args.proxy
+    if args.ca_file is not None:
+        overrides["ssl"] = _ssl_context(args.ca_file)
     if args.base_url:
         overrides["base_url"] = args.base_url
     if args.token is not None:
@@ -460,6 +465,18 @@ def _make_client(args: argparse.Namespace) -> SkalaClient:
     except (ValueError, TypeError) as exc:
         message = _one_line(str(exc)).replace("allow_insecure_http=True", "--allow-insecure-http")
         raise _Failure(EXIT_USAGE, message) from None
+
+
+def _ssl_context(ca_file: str) -> ssl.SSLContext:
+    """A verifying TLS context that trusts the certificates in ``ca_file``."""
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except FileNotFoundError:
+        raise _Failure(EXIT_USAGE, f"--ca-file: {ca_file!r} does not exist") from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise _Failure(
+            EXIT_USAGE, f"--ca-file: {ca_file!r} holds no usable PEM certificates ({exc})"
+        ) from None
 
 
 def _read_description(args: argparse.Namespace) -> str:
@@ -735,6 +752,7 @@ async def _cmd_demo(run: _Run) -> int:
                 client_id=sandbox.client_id,
                 client_secret=sandbox.client_secret,
                 base_url=sandbox.url,
+                trust_env=False,  # the sandbox is in this process: no proxy in between
             ) as client:
                 await asyncio.gather(*(_demo_one(client, sandbox, item) for item in items))
                 gets = client.request_counts["get"]
@@ -951,6 +969,17 @@ def _credential_options() -> argparse.ArgumentParser:
         action="store_true",
         help="allow a plain http:// base URL to a host that is not loopback",
     )
+    group.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="HTTP(S) proxy for every request (default: $HTTPS_PROXY unless $NO_PROXY "
+        "exempts the host)",
+    )
+    group.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="CA certificates (PEM) to trust instead of the system's, e.g. a private CA",
+    )
     return parent
 
 
@@ -1107,6 +1136,16 @@ def _verbose_logging(enabled: bool, prog: str) -> Callable[[], None]:
     """Send ``skala_async`` DEBUG logs to stderr (without ``-v``: warnings only, one line
     each, as Python's last-resort handler would, but through :func:`terminal_safe`);
     returns the undo function."""
+    from ._logging import env_handler_installed
+
+    if env_handler_installed():
+        # SKALA_LOG already logs to stderr at its level: -v only lowers it to DEBUG.
+        if not enabled:
+            return lambda: None
+        logger = logging.getLogger("skala_async")
+        previous = logger.level
+        logger.setLevel(logging.DEBUG)
+        return lambda: logger.setLevel(previous)
     if not enabled:
         return log_to(sys.stderr, "skala_async", logging.WARNING, f"{prog}: %(message)s")
     return log_to(

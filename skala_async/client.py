@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import string
 import urllib.parse
 import uuid
 import warnings
@@ -26,18 +27,26 @@ from .errors import (
     CreateOutcomeUnknownError,
     RequestTimeoutError,
     SkalaError,
+    TransportError,
+    ValidationError,
 )
 from .models import FileLike, Ticket, TicketDraft
 
 if TYPE_CHECKING:
+    import ssl
+
     import aiohttp
 
+    from ._tracing import Tracing
     from .bulk import BulkInputs, BulkReport, BulkResult
     from .webhooks import AiohttpHandler, EventCallback, Secrets
 
 __all__ = ["PRODUCTION_URL", "SANDBOX_URL", "SkalaClient"]
 
 log = logging.getLogger("skala_async")
+#: One line per HTTP attempt (DEBUG), per retry and per request that failed (INFO).
+http_log = logging.getLogger("skala_async.http")
+_DEBUG = logging.DEBUG
 
 #: Ripio's sandbox environment (reference section 1).
 SANDBOX_URL = "https://skala-sandbox.ripio.com"
@@ -80,6 +89,41 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _check_proxy(proxy: object) -> None:
+    if proxy is None:
+        return
+    if not isinstance(proxy, str):
+        raise TypeError(f"proxy must be a URL string, got {type(proxy).__name__}")
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        # The URL may carry a password: name what is wrong, never the URL itself.
+        raise ValueError("proxy must be an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("proxy has a port that is not a number") from None
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+
+
+def _is_token(name: str) -> bool:
+    """Whether ``name`` is a valid HTTP header name (RFC 9110 token)."""
+    return bool(name) and all(c in _TOKEN_CHARS for c in name)
+
+
+def _tracing_for(tracing: Any) -> Tracing | None:
+    if tracing is None or tracing is False:
+        return None
+    try:
+        from ._tracing import Tracing
+    except ImportError:
+        raise RuntimeError(
+            "tracing= needs OpenTelemetry: pip install 'skala-async[otel]'"
+        ) from None
+    return Tracing(tracing)
+
+
 class SkalaClient:
     """Async client for the Skala Support Tickets API.
 
@@ -101,6 +145,20 @@ class SkalaClient:
         max_concurrent_polls: GETs in flight at once for all waiting handles together.
         token_margin: refresh a client-credentials token this many seconds before expiry.
         user_agent: the ``User-Agent`` header (default names this library, aiohttp, Python).
+        proxy: an HTTP(S) proxy URL for every request (``http://user:pass@proxy:3128``);
+            an ``https://`` API is reached through a ``CONNECT`` tunnel, so the proxy sees
+            only the host name. Its credentials never appear in reprs, logs or errors.
+        trust_env: whether the session the client makes follows ``HTTPS_PROXY`` /
+            ``HTTP_PROXY`` and ``NO_PROXY`` (read once, at the first request) when no
+            ``proxy=`` is given. Default ``True``.
+        ssl: an :class:`ssl.SSLContext` for the session the client makes (a private CA,
+            ``truststore.SSLContext(...)``, a client certificate).
+        trace_configs: :class:`aiohttp.TraceConfig` objects for the session the client
+            makes (with ``session=``, give them to your session instead).
+        tracing: OpenTelemetry spans (needs the ``[otel]`` extra): ``True`` for the
+            global tracer provider, or a ``TracerProvider``. Off by default.
+        request_id_header: the response header holding the server's request id
+            (default ``X-Request-Id``): kept on :class:`ApiError` and logged.
         bus: what this client shares with its webhook receiver and, through
             ``skala_async.redis.RedisBus``, with other processes: ticket news, webhook
             health, webhook dedupe and the ``Retry-After`` pause (:mod:`skala_async.bus`).
@@ -128,9 +186,20 @@ class SkalaClient:
         max_concurrent_polls: int = 32,
         token_margin: float = 60.0,
         user_agent: str | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        ssl: ssl.SSLContext | None = None,
+        trace_configs: Iterable[aiohttp.TraceConfig] | None = None,
+        tracing: Any = None,
+        request_id_header: str = _protocol.DEFAULT_REQUEST_ID_HEADER,
         bus: TicketBus | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url, allow_insecure_http)
+        _check_proxy(proxy)
+        if not isinstance(request_id_header, str) or not _is_token(request_id_header):
+            raise ValueError(
+                f"request_id_header must be an HTTP header name, got {request_id_header!r}"
+            )
         if token is not None:
             if client_id is not None or client_secret is not None:
                 raise ValueError("pass either token= or client_id/client_secret, not both")
@@ -154,8 +223,21 @@ class SkalaClient:
             first_delay=60.0, min_interval=30.0, max_interval=120.0
         )
         self._transport = Transport(
-            self.base_url, session=session, timeouts=timeouts, user_agent=user_agent
+            self.base_url,
+            session=session,
+            timeouts=timeouts,
+            user_agent=user_agent,
+            proxy=proxy,
+            trust_env=trust_env,
+            ssl=ssl,
+            trace_configs=list(trace_configs) if trace_configs is not None else None,
+            request_id_header=request_id_header,
         )
+        self._tracing: Tracing | None = _tracing_for(tracing)
+        #: Per-request limits (``with_options(timeout=Timeouts(...))`` replaces them).
+        self._timeouts = self._transport.timeouts
+        #: Seconds each call may take when it names no ``timeout=`` (``with_options``).
+        self._call_timeout: float | None = None
         # A client that is never closed must not spam "Unclosed client session" (or worse,
         # "Event loop is closed") when it is collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, _release_abandoned, self._transport)
@@ -171,6 +253,8 @@ class SkalaClient:
             fetch=self._poll,
             get=self.get_ticket,
             policy=self._wait_policy,
+            retry=self._retry,
+            tracing=self._tracing,
             own_bus=own_bus,
         )
         self._max_polls = max_concurrent_polls
@@ -234,6 +318,7 @@ class SkalaClient:
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> TicketHandle:
         """Create a support ticket on behalf of a customer; returns a PENDING handle.
 
@@ -248,6 +333,8 @@ class SkalaClient:
                 (jpg jpeg png webp mp4 mov avi webm pdf; 25 MiB each, 50 MiB together).
             progress: ``progress(bytes_sent, bytes_total)`` called as file content is sent.
             timeout: overall seconds for the call, retries included.
+            retry: a :class:`RetryPolicy` for this call instead of the client's (a create
+                is resent only when the server surely did not process it).
 
         Raises:
             ValidationError: the input breaks a documented limit (nothing was sent).
@@ -256,7 +343,7 @@ class SkalaClient:
             SupportTicketsNotEnabledError, BadRequestError, AuthenticationError ...: refused.
         """
         draft = TicketDraft(customer_id, summary, description, files)
-        return await self.submit(draft, progress=progress, timeout=timeout)
+        return await self.submit(draft, progress=progress, timeout=timeout, retry=retry)
 
     async def submit(
         self,
@@ -264,21 +351,118 @@ class SkalaClient:
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> TicketHandle:
         """Like :meth:`create_ticket`, from a :class:`TicketDraft`."""
+        if self._tracing is not None:
+            return await self._submit_traced(self._tracing, draft, progress, timeout, retry)
         request = _protocol.create_request(draft)
         deadline = self._deadline(timeout)
-        ticket = await self._execute(request, _protocol.parse_ticket, deadline, progress)
+        ticket = await self._execute(
+            request, _protocol.parse_ticket, deadline, progress, self._retry(retry)
+        )
+        loop = asyncio.get_running_loop()
+        self.bus.publish(ticket)
+        return TicketHandle(self._waits, ticket.ticket_id, ticket, accepted_at=loop.time())
+
+    async def _submit_traced(
+        self,
+        tracing: Tracing,
+        draft: TicketDraft,
+        progress: ProgressCallback | None,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+    ) -> TicketHandle:
+        with tracing.create() as span:
+            try:
+                request = _protocol.create_request(draft)
+            except ValidationError as exc:
+                tracing.ended(span, "invalid", exc)
+                raise
+            tracing.describe_create(span, request)
+            try:
+                deadline = self._deadline(timeout)
+                ticket = await self._execute(
+                    request, _protocol.parse_ticket, deadline, progress, self._retry(retry)
+                )
+            except CreateOutcomeUnknownError as exc:
+                tracing.ended(span, "uncertain", exc)
+                raise
+            except ApiError as exc:
+                tracing.ended(span, "rejected" if 400 <= int(exc.status) < 500 else "failed", exc)
+                raise
+            except Exception as exc:
+                tracing.ended(span, "failed", exc)
+                raise
+            span.set_attribute("skala.ticket_id", str(ticket.ticket_id))
+            tracing.ended(span, "accepted")
         loop = asyncio.get_running_loop()
         self.bus.publish(ticket)
         return TicketHandle(self._waits, ticket.ticket_id, ticket, accepted_at=loop.time())
 
     async def get_ticket(
-        self, ticket_id: uuid.UUID | str, *, timeout: float | None = None
+        self,
+        ticket_id: uuid.UUID | str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Ticket:
-        """The ticket's current state (one GET, retried on transient failures)."""
+        """The ticket's current state (one GET, retried on transient failures).
+
+        ``timeout`` bounds the call, retries included; ``retry`` replaces the client's
+        :class:`RetryPolicy` for this call.
+        """
         tid = _protocol.ticket_id_of(ticket_id)
-        return await self._get(tid, deadline=self._deadline(timeout), poll_slot=False)
+        return await self._get(
+            tid, deadline=self._deadline(timeout), poll_slot=False, retry=self._retry(retry)
+        )
+
+    def with_options(
+        self,
+        *,
+        timeout: float | Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> SkalaClient:
+        """A view of this client with other defaults; everything else is shared.
+
+        The view uses the same HTTP session, token, ``Retry-After`` pause, webhook state
+        and waits as this client (a ticket's news wakes waits on both); only the options
+        given here differ. Making one costs nothing, so make one per call site::
+
+            quick = client.with_options(timeout=5, retry=RetryPolicy(attempts=1))
+            ticket = await quick.get_ticket(ticket_id)
+
+        Args:
+            timeout: seconds each call may take when it names no ``timeout=``, or a
+                :class:`Timeouts` replacing the per-request limits.
+            retry: the :class:`RetryPolicy` of the view's calls.
+            poll: the :class:`PollPolicy` of waits on handles the view makes.
+
+        Closing a view closes the client it came from (they are one client).
+        """
+        call_timeout = self._call_timeout
+        timeouts = self._timeouts
+        if isinstance(timeout, Timeouts):
+            timeouts = timeout
+        elif timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(
+                    f"timeout must be seconds or a Timeouts, got {type(timeout).__name__}"
+                )
+            check_timeout(timeout)
+            call_timeout = float(timeout)
+        return _ClientView(
+            self._root,
+            retry=self._retry(retry),
+            poll=_check_poll(poll) or self.poll_policy,
+            timeouts=timeouts,
+            call_timeout=call_timeout,
+        )
+
+    @property
+    def _root(self) -> SkalaClient:
+        return self
 
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle:
         """A handle for a ticket created earlier (for example before a restart)."""
@@ -378,27 +562,53 @@ class SkalaClient:
 
     def _deadline(self, timeout: float | None) -> float | None:
         if timeout is None:
-            return None
+            timeout = self._call_timeout
+            if timeout is None:
+                return None
         check_timeout(timeout)
         return asyncio.get_running_loop().time() + timeout
 
-    async def _poll(self, ticket_id: uuid.UUID, deadline: float | None, slot: bool) -> Ticket:
+    async def _poll(
+        self, ticket_id: uuid.UUID, deadline: float | None, slot: bool, retry: RetryPolicy
+    ) -> Ticket:
         """One GET of a wait (within the shared poll slots if ``slot``)."""
-        return await self._get(ticket_id, deadline=deadline, poll_slot=slot)
+        return await self._get(ticket_id, deadline=deadline, poll_slot=slot, retry=retry)
+
+    def _retry(self, retry: RetryPolicy | None) -> RetryPolicy:
+        if retry is None:
+            return self.retry_policy
+        if not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        return retry
 
     async def _get(
-        self, ticket_id: uuid.UUID, *, deadline: float | None, poll_slot: bool = True
+        self,
+        ticket_id: uuid.UUID,
+        *,
+        deadline: float | None,
+        poll_slot: bool = True,
+        retry: RetryPolicy | None = None,
     ) -> Ticket:
         request = _protocol.get_request(ticket_id)
-        if poll_slot:
-            if self._poll_slots is None:
-                self._poll_slots = asyncio.Semaphore(self._max_polls)
-            async with self._poll_slots:
-                ticket = await self._execute(request, _protocol.parse_ticket, deadline)
+        policy = retry or self.retry_policy
+        if self._tracing is not None:
+            with self._tracing.operation(request) as span:
+                ticket = await self._get_slot(request, deadline, poll_slot, policy)
+                span.set_attribute("skala.ticket.status", ticket.status.value)
         else:
-            ticket = await self._execute(request, _protocol.parse_ticket, deadline)
+            ticket = await self._get_slot(request, deadline, poll_slot, policy)
         self.bus.publish(ticket)
         return ticket
+
+    async def _get_slot(
+        self, request: Request, deadline: float | None, poll_slot: bool, policy: RetryPolicy
+    ) -> Ticket:
+        if not poll_slot:
+            return await self._execute(request, _protocol.parse_ticket, deadline, None, policy)
+        if self._poll_slots is None:
+            self._poll_slots = asyncio.Semaphore(self._max_polls)
+        async with self._poll_slots:
+            return await self._execute(request, _protocol.parse_ticket, deadline, None, policy)
 
     async def _token_within(self, request: Request, deadline: float | None) -> str:
         """A token for ``request``, without outliving the call's deadline."""
@@ -420,6 +630,9 @@ class SkalaClient:
 
     async def _fetch_token(self, client_id: str, client_secret: str) -> _protocol.TokenInfo:
         request = _protocol.token_request(client_id, client_secret)
+        if self._tracing is not None:
+            with self._tracing.operation(request):
+                return await self._execute(request, _protocol.parse_token, None)
         return await self._execute(request, _protocol.parse_token, None)
 
     async def _execute(
@@ -428,10 +641,13 @@ class SkalaClient:
         parse: Callable[[Request, RawResponse], T],
         deadline: float | None,
         progress: ProgressCallback | None = None,
+        policy: RetryPolicy | None = None,
     ) -> T:
         """Send ``request`` with retries, token refresh and the shared rate gate."""
         try:
-            return await self._attempts(request, parse, deadline, progress)
+            return await self._attempts(
+                request, parse, deadline, progress, policy or self.retry_policy
+            )
         except SkalaError as exc:
             # Only a failure of the create request itself is ambiguous: a token request
             # that failed first means the create was never sent.
@@ -450,14 +666,15 @@ class SkalaClient:
         parse: Callable[[Request, RawResponse], T],
         deadline: float | None,
         progress: ProgressCallback | None,
+        policy: RetryPolicy,
     ) -> T:
         loop = asyncio.get_running_loop()
-        policy = self.retry_policy
         may_resend = (
             _protocol.create_may_be_resent
             if request.kind == "create"
             else _protocol.read_may_be_resent
         )
+        tracing = self._tracing
         attempt = 0
         refreshed = False
         while True:
@@ -481,13 +698,30 @@ class SkalaClient:
                 )
             self.request_counts[request.kind] += 1
             try:
-                raw = await self._transport.send(
-                    request, token=token, time_limit=limit, progress=progress
-                )
-                log.debug(
-                    "%s %s -> %d (attempt %d)", request.method, request.path, raw.status, attempt
-                )
-                return parse(request, raw)
+                if tracing is None:
+                    raw = await self._transport.send(
+                        request,
+                        token=token,
+                        time_limit=limit,
+                        progress=progress,
+                        timeouts=self._timeouts,
+                    )
+                    result = parse(request, raw)
+                else:
+                    result, raw = await self._send_traced(
+                        tracing, request, parse, token, limit, progress, attempt
+                    )
+                if http_log.isEnabledFor(_DEBUG):
+                    http_log.debug(
+                        "%s %s -> %d %s attempt=%d%s",
+                        request.method,
+                        request.path,
+                        raw.status,
+                        _ticket_label(request, result),
+                        attempt,
+                        f" request_id={raw.request_id}" if raw.request_id else "",
+                    )
+                return result
             except SkalaError as exc:
                 if (
                     token is not None
@@ -499,30 +733,177 @@ class SkalaClient:
                 ):
                     refreshed = True
                     attempt -= 1
-                    log.debug(
-                        "%s %s: token rejected; refreshing once", request.method, request.path
+                    http_log.info(
+                        "%s %s %s attempt=%d: token rejected (%s); refreshing it once",
+                        request.method,
+                        request.path,
+                        _ticket_label(request, None),
+                        attempt + 1,
+                        _reason(exc),
                     )
                     self._auth.invalidate(token)
                     continue
                 server_delay = _protocol.server_delay(exc)
                 if server_delay is not None and isinstance(exc, ApiError):
                     self.bus.pause(min(server_delay, policy.max_retry_after))
-                if not may_resend(exc) or attempt >= policy.attempts:
+                why_not = _no_retry(request, exc, may_resend, attempt, policy, server_delay)
+                delay = 0.0
+                if why_not is None:
+                    delay = policy.delay(attempt, server_delay)
+                    if deadline is not None and loop.time() + delay >= deadline:
+                        why_not = "the call's deadline comes first"
+                if why_not is not None:
+                    http_log.info(
+                        "%s %s %s attempt=%d failed: %s; not retried: %s",
+                        request.method,
+                        request.path,
+                        _ticket_label(request, None),
+                        attempt,
+                        _reason(exc),
+                        why_not,
+                    )
                     raise
-                if server_delay is not None and server_delay > policy.max_retry_after:
-                    raise
-                delay = policy.delay(attempt, server_delay)
-                if deadline is not None and loop.time() + delay >= deadline:
-                    raise
-                log.debug(
-                    "%s %s failed (%s); retry %d in %.2f s",
+                http_log.info(
+                    "%s %s %s attempt=%d failed: %s; retry in %.2f s",
                     request.method,
                     request.path,
-                    type(exc).__name__,
+                    _ticket_label(request, None),
                     attempt,
+                    _reason(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _send_traced(
+        self,
+        tracing: Tracing,
+        request: Request,
+        parse: Callable[[Request, RawResponse], T],
+        token: str | None,
+        limit: float | None,
+        progress: ProgressCallback | None,
+        attempt: int,
+    ) -> tuple[T, RawResponse]:
+        headers: dict[str, str] = {}
+        with tracing.attempt(request, self.base_url, attempt, headers) as span:
+            try:
+                raw = await self._transport.send(
+                    request,
+                    token=token,
+                    time_limit=limit,
+                    progress=progress,
+                    timeouts=self._timeouts,
+                    extra_headers=headers,
+                )
+            except SkalaError as exc:
+                tracing.attempt_failed(span, exc)
+                raise
+            tracing.answered(span, raw)
+            return parse(request, raw), raw
+
+
+def _check_poll(poll: PollPolicy | None) -> PollPolicy | None:
+    if poll is not None and not isinstance(poll, PollPolicy):
+        raise TypeError(f"poll must be a PollPolicy, got {type(poll).__name__}")
+    return poll
+
+
+#: What a view made by ``with_options`` holds of its own; all else is its client's.
+_VIEW_OWN = frozenset({"retry_policy", "poll_policy", "_timeouts", "_call_timeout", "_waits"})
+
+
+class _ClientView(SkalaClient):
+    """A :class:`SkalaClient` with other defaults that shares everything else with its own
+    client (made by :meth:`SkalaClient.with_options`).
+
+    Attributes other than the options are read from and written to the client, so state
+    that changes later (the webhook health, the poll slots made on first use) stays one.
+    """
+
+    def __init__(
+        self,
+        root: SkalaClient,
+        *,
+        retry: RetryPolicy,
+        poll: PollPolicy,
+        timeouts: Timeouts,
+        call_timeout: float | None,
+    ) -> None:
+        object.__setattr__(self, "_view_of", root)
+        self.retry_policy = retry
+        self.poll_policy = poll
+        self._timeouts = timeouts
+        self._call_timeout = call_timeout
+        # Handles the view makes poll on the view's options, asleep among the client's waits.
+        self._waits = root._waits.view(
+            fetch=self._poll, get=self.get_ticket, policy=self._wait_policy, retry=self._retry
+        )
+
+    @property
+    def _root(self) -> SkalaClient:
+        root: SkalaClient = self.__dict__["_view_of"]
+        return root
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_view_of"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _VIEW_OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._root, name, value)
+
+    def __repr__(self) -> str:
+        return repr(self._root)[:-1] + " view>"
+
+
+def _ticket_label(request: Request, result: object) -> str:
+    """``ticket=<id>`` for a log line: the id asked for, or the one a create got."""
+    if request.ticket_id is not None:
+        return f"ticket={request.ticket_id}"
+    if isinstance(result, Ticket):
+        return f"ticket={result.ticket_id}"
+    if request.kind == "create":
+        return "ticket=(new)"
+    return "ticket=-"
+
+
+def _reason(exc: SkalaError) -> str:
+    """Why an attempt failed, for a log line: the status or failure, and the request id."""
+    if isinstance(exc, ApiError):
+        text = f"HTTP {int(exc.status)}"
+        if exc.code is not None:
+            text += f" code {exc.code}"
+        if exc.request_id:
+            text += f" request_id={exc.request_id}"
+        return text
+    text = str(exc)
+    prefix = f"{getattr(exc, 'method', '')} {getattr(exc, 'path', '')}: "
+    return text.removeprefix(prefix)  # the line names the request already
+
+
+def _no_retry(
+    request: Request,
+    exc: SkalaError,
+    may_resend: Callable[[BaseException], bool],
+    attempt: int,
+    policy: RetryPolicy,
+    server_delay: float | None,
+) -> str | None:
+    """Why a failed attempt is not tried again (``None``: it is)."""
+    if not may_resend(exc):
+        if isinstance(exc, TransportError) and not exc.retryable:
+            return "another attempt cannot fix it"
+        if isinstance(exc, ApiError) and 400 <= int(exc.status) < 500:
+            return "the answer is final"
+        if request.kind == "create":
+            return "the server may have processed it, and a create is never sent twice"
+        return "the answer is final"
+    if attempt >= policy.attempts:
+        return "1 attempt made" if attempt == 1 else f"{attempt} attempts made"
+    if server_delay is not None and server_delay > policy.max_retry_after:
+        return f"the server asked to wait {server_delay:g} s, over max_retry_after"
+    return None
 
 
 def exc_path(exc: SkalaError) -> str | None:

@@ -131,6 +131,9 @@ class ApiError(SkalaError):
         headers: the response headers (a read-only mapping, names case-insensitive).
         body_excerpt: the first characters of a body that was not the documented JSON.
         method, path: the request that got this answer.
+        request_id: the server's id of this exchange (the ``X-Request-Id`` response header,
+            or the header the client was told to read), shown in ``str(error)``: quote it
+            to Ripio's support. ``None`` when the server sent none.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class ApiError(SkalaError):
         method: str = "",
         path: str = "",
         message: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         try:
             self.status: int = http.HTTPStatus(status)
@@ -157,7 +161,11 @@ class ApiError(SkalaError):
         self.body_excerpt = body_excerpt
         self.method = method
         self.path = path
-        super().__init__(message or self._default_message())
+        self.request_id = request_id
+        text = message or self._default_message()
+        if request_id:
+            text += f" (request id {request_id})"
+        super().__init__(text)
 
     @property
     def server_message(self) -> str | None:

@@ -43,8 +43,8 @@ from . import client as _async_client
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 
 if TYPE_CHECKING:
-    from ._backoff import PollPolicy
-    from ._transport import ProgressCallback
+    from ._backoff import PollPolicy, RetryPolicy
+    from ._transport import ProgressCallback, Timeouts
     from .bulk import BulkReport, BulkResult
     from .models import FileLike, Ticket, TicketDraft, TicketStatus
     from .testing._sandbox import SkalaSandbox
@@ -321,11 +321,14 @@ class SyncTicketHandle:
         *,
         raise_on_failure: bool = True,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Ticket:
         """Block until the ticket is ``CREATED`` (or ``FAILED``); see
         :meth:`skala_async.TicketHandle.wait_until_created` for polling and errors."""
         return self._runner.run(
-            self._handle.wait_until_created(timeout, raise_on_failure=raise_on_failure, poll=poll),
+            self._handle.wait_until_created(
+                timeout, raise_on_failure=raise_on_failure, poll=poll, retry=retry
+            ),
             "wait_until_created()",
         )
 
@@ -334,13 +337,16 @@ class SyncTicketHandle:
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
         *,
         poll: PollPolicy | None = None,
+        retry: RetryPolicy | None = None,
     ) -> Iterator[Ticket]:
         """Yield the ticket each time its status changes, ending after a final status.
 
         A plain iterator (``for ticket in handle.watch(): ...``); leaving the loop early
         stops the polling. See :meth:`skala_async.TicketHandle.watch`.
         """
-        return _iterate(self._runner, self._handle.watch(timeout, poll=poll), "watch()")
+        return _iterate(
+            self._runner, self._handle.watch(timeout, poll=poll, retry=retry), "watch()"
+        )
 
 
 def _iterate(runner: _LoopThread, items: AsyncIterator[T], what: str) -> Iterator[T]:
@@ -388,6 +394,8 @@ class SkalaClient(_OnLoopThread):
     """
 
     _what = "client"
+    #: For a view made by :meth:`with_options`: the client it came from.
+    _view_of: SkalaClient | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         _refuse_session(kwargs)
@@ -434,6 +442,23 @@ class SkalaClient(_OnLoopThread):
     def __repr__(self) -> str:
         return "<sync." + repr(self._client)[1:]
 
+    def with_options(
+        self,
+        *,
+        timeout: float | Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> SkalaClient:
+        """A view of this client with other defaults, sharing its loop thread, session,
+        token and waits; see :meth:`skala_async.SkalaClient.with_options`. Closing a view
+        closes this client."""
+        view = SkalaClient.__new__(SkalaClient)
+        view._runner = self._runner
+        view._client = self._client.with_options(timeout=timeout, retry=retry, poll=poll)
+        view._finalizer = self._finalizer
+        view._view_of = self  # this client (whose finalizer stops the loop) outlives the view
+        return view
+
     # ------------------------------------------------------------------ public API
 
     def create_ticket(
@@ -445,6 +470,7 @@ class SkalaClient(_OnLoopThread):
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> SyncTicketHandle:
         """Create a support ticket; returns a PENDING handle.
 
@@ -453,7 +479,13 @@ class SkalaClient(_OnLoopThread):
         """
         handle = self._runner.run(
             self._client.create_ticket(
-                customer_id, summary, description, files, progress=progress, timeout=timeout
+                customer_id,
+                summary,
+                description,
+                files,
+                progress=progress,
+                timeout=timeout,
+                retry=retry,
             ),
             "create_ticket()",
         )
@@ -465,16 +497,26 @@ class SkalaClient(_OnLoopThread):
         *,
         progress: ProgressCallback | None = None,
         timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> SyncTicketHandle:
         """Like :meth:`create_ticket`, from a :class:`~skala_async.TicketDraft`."""
         handle = self._runner.run(
-            self._client.submit(draft, progress=progress, timeout=timeout), "submit()"
+            self._client.submit(draft, progress=progress, timeout=timeout, retry=retry),
+            "submit()",
         )
         return SyncTicketHandle(handle, self._runner)
 
-    def get_ticket(self, ticket_id: uuid.UUID | str, *, timeout: float | None = None) -> Ticket:
+    def get_ticket(
+        self,
+        ticket_id: uuid.UUID | str,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> Ticket:
         """The ticket's current state (one GET, retried on transient failures)."""
-        return self._runner.run(self._client.get_ticket(ticket_id, timeout=timeout), "get_ticket()")
+        return self._runner.run(
+            self._client.get_ticket(ticket_id, timeout=timeout, retry=retry), "get_ticket()"
+        )
 
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> SyncTicketHandle:
         """A handle for a ticket created earlier (for example before a restart)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import datetime
 import hashlib
 import hmac
@@ -42,6 +43,8 @@ from .models import SupportTicketEvent, Ticket, TicketStatus
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from ._tracing import Tracing
 
 
 async def read_capped(request: web.Request, limit: int) -> bytes | None:
@@ -80,6 +83,11 @@ __all__ = [
 ]
 
 log = logging.getLogger("skala_async.webhooks")
+
+#: The outcomes of the webhook request being traced in this task, if one is.
+_OUTCOME: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "skala_webhook_outcome", default=None
+)
 
 #: The signature header as Ripio documents it (reference section 6.4).
 SIGNATURE_HEADER = "Http-X-Wh-Signature-256"
@@ -570,6 +578,8 @@ class WebhookReceiver:
             raise ValueError("pass client= or bus=, not both (a client brings its own bus)")
         self._client = client
         self._bus: TicketBus | None = client.bus if client is not None else bus
+        # A SkalaClient's tracing, when on: each delivery is then a skala.webhook span.
+        self._tracing: Tracing | None = getattr(client, "_tracing", None)
         self.max_body_bytes = max_body_bytes
         self.dedupe_size = dedupe_size
         self._delivered: collections.OrderedDict[_Key, None] = collections.OrderedDict()
@@ -615,6 +625,23 @@ class WebhookReceiver:
             return self._count("error", (500, "internal error"))
 
     async def _process(self, body: bytes, headers: Headers) -> _Result:
+        tracing = self._tracing
+        if tracing is None:
+            return await self._process_body(body, headers)
+        with tracing.current("skala.webhook", {"skala.webhook.bytes": len(body)}) as span:
+            outcome: list[str] = []
+            reset = _OUTCOME.set(outcome)
+            try:
+                status, text = await self._process_body(body, headers)
+            finally:
+                _OUTCOME.reset(reset)
+            span.set_attribute("skala.webhook.verified", status != 401)
+            span.set_attribute("http.response.status_code", status)
+            if outcome:
+                span.set_attribute("skala.outcome", outcome[-1])
+            return status, text
+
+    async def _process_body(self, body: bytes, headers: Headers) -> _Result:
         try:
             _check_signature(body, _signature_values(headers), self._keys)
         except InvalidSignatureError as exc:
@@ -712,6 +739,9 @@ class WebhookReceiver:
         self.counts[outcome] += 1
         if self._bus is not None and outcome in _REFUSALS:
             self._bus.webhook_refused(f"a webhook delivery was refused ({result[0]} {result[1]})")
+        traced = _OUTCOME.get()
+        if traced is not None:  # a skala.webhook span is open: it records the outcome
+            traced.append(outcome)
         return result
 
     # -- aiohttp -----------------------------------------------------------------------------

@@ -51,6 +51,19 @@ def _api_contract(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert not violations, "\n".join(str(v) for v in violations)
 
 
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients follow HTTPS_PROXY/NO_PROXY: a proxy set on the machine must not carry the
+    suite's loopback traffic. Tests of proxies set these themselves."""
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.delenv("SKALA_LOG", raising=False)
+
+
 @pytest.fixture
 def make_file(tmp_path: Path) -> Callable[..., Path]:
     """Write a file of ``size`` pseudo-random bytes (or ``content``) and return its path."""

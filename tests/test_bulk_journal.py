@@ -24,20 +24,12 @@ import pytest
 import skala_async as skala
 from skala_async._journal import Journal
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
+from tests.test_cli_bulk_more import write_csv
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 EXIT_IN_USE, EXIT_CANNOT_WRITE, EXIT_LOST = 6, 7, 8
-
-
-def write_csv(path: Path, sb: SkalaSandbox, n: int) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["customer_id", "summary", "description", "reference"])
-        for i in range(n):
-            w.writerow([sb.customer_id, f"Ticket {i}", f"Body {i}", f"r{i}"])
-    return path
 
 
 def results_of(path: Path) -> list[dict[str, str]]:

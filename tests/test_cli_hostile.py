@@ -28,6 +28,7 @@ from aiohttp import web
 from skala_async.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main, terminal_safe
 from skala_async.testing import SkalaSandbox
 from tests.test_cli import creds, threaded_sandbox
+from tests.test_cli_bulk_more import write_csv
 from tests.test_cli_more import SECRET as LISTEN_SECRET
 from tests.test_cli_more import _event, _post, serve
 
@@ -38,15 +39,6 @@ SECRET = "hostile-cli-secret-0123456789abcdef"
 def sb() -> Iterator[SkalaSandbox]:
     with threaded_sandbox(processing_delay=0.02, client_secret=SECRET) as sandbox:
         yield sandbox
-
-
-def write_csv(path: Path, sb: SkalaSandbox, n: int) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["customer_id", "summary", "description", "reference"])
-        for i in range(n):
-            w.writerow([sb.customer_id, f"Ticket {i}", f"Body {i}", f"r{i}"])
-    return path
 
 
 def results(path: Path) -> dict[str, dict[str, str]]:

@@ -566,7 +566,7 @@ async def test_webhook_cell(row: WebhookRow) -> None:
 class WaitRow:
     """A wait for one ticket (done 50 ms after its creation) under a fault.
 
-    The client polls on the default ``PollPolicy`` (first GET 1 s after the 202); with a
+    The client polls on ``PollPolicy(jitter=0)`` (first GET exactly 1 s after the 202); with a
     webhook handler mounted, its slow fallback polls only after an hour, so nothing but a
     webhook, or a refused delivery, can end such a wait early.
     """
@@ -676,7 +676,7 @@ async def test_wait_cell(row: WaitRow) -> None:
     async with (
         SkalaSandbox(processing_delay=0.05, webhook_secret=WEBHOOK_SECRET) as sb,
         sandbox_client(
-            sb, retry=RETRY, timeouts=TIMEOUTS, poll=skala.PollPolicy(), webhook_poll=HOUR
+            sb, retry=RETRY, timeouts=TIMEOUTS, poll=skala.PollPolicy(jitter=0.0), webhook_poll=HOUR
         ) as client,
         contextlib.AsyncExitStack() as stack,
     ):

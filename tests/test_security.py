@@ -202,6 +202,53 @@ async def serve(
         await runner.cleanup()
 
 
+PROXY_PASSWORD = "Pr0xy-Secret-Heron-5521"
+
+
+@contextlib.asynccontextmanager
+async def refusing_proxy() -> AsyncIterator[int]:
+    """A proxy that answers every CONNECT with 407."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b"Proxy-Authenticate: Basic\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def spans_of_a_traced_flow(sb: SkalaSandbox) -> list[str]:
+    """The names and attributes of the spans of a traced create, wait, refresh and error."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with sandbox_client(sb, tracing=provider) as client:
+        handle = await client.create_ticket(sb.customer_id, "traced", "d")
+        await handle.wait_until_created(timeout=5)
+        sb.expire_tokens()
+        await client.get_ticket(handle.ticket_id)
+        with pytest.raises(skala.TicketNotFoundError):
+            await client.get_ticket(uuid.uuid4())
+    provider.shutdown()
+    spans = exporter.get_finished_spans()
+    assert {s.name for s in spans} >= {"skala.token", "skala.create_ticket", "POST", "GET"}
+    return [f"{s.name} {dict(s.attributes or {})} {s.status} {s.events}" for s in spans]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -324,6 +371,23 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
                     sb.client_id, SECRET, base_url=f"http://127.0.0.1:{free_port()}", retry=once
                 ) as nowhere:
                     await expect(nowhere.get_ticket(handle.ticket_id), TransportError)
+                # a proxy with a password in its URL, one that refuses and one not there
+                dead_proxy = f"http://user:{PROXY_PASSWORD}@127.0.0.1:{free_port()}"
+                async with sandbox_client(sb, retry=once, proxy=dead_proxy) as proxied:
+                    await expect(proxied.get_ticket(handle.ticket_id), TransportError)
+                    shown.append(proxied)
+                async with (
+                    refusing_proxy() as proxy_port,
+                    sandbox_client(
+                        sb,
+                        retry=once,
+                        proxy=f"http://user:{PROXY_PASSWORD}@127.0.0.1:{proxy_port}",
+                    ) as proxied,
+                ):
+                    # plain http:// to the API: the proxy's own 407 is the answer
+                    await expect(proxied.get_ticket(handle.ticket_id), skala.ApiError)
+                # traced calls: every span attribute is searched too
+                traced = await spans_of_a_traced_flow(sb)
                 # webhooks: a wrong signature, and the callback failure above, both logged
                 body = json.dumps({"eventType": "SUPPORT_TICKET.CREATED"}).encode()
                 bad = {"Http-X-Wh-Signature-256": sign_payload(body, "whsec-not-the-one-123")}
@@ -377,8 +441,8 @@ async def test_no_secret_in_any_repr_log_or_error_of_a_whole_flow(
     logs = [formatter.format(r) for r in caplog.records]
     assert any("retry" in line for line in logs)  # DEBUG logging really was on
     assert any("refreshing" in line or "rejected" in line for line in logs)
-    texts = texts_of(shown) + logs + [t for e in raised for t in texts_of_error(e)]
-    secrets = {SECRET, WRONG_SECRET, WH_SECRET, basic(sb.client_id, SECRET)}
+    texts = texts_of(shown) + logs + [t for e in raised for t in texts_of_error(e)] + traced
+    secrets = {SECRET, WRONG_SECRET, WH_SECRET, basic(sb.client_id, SECRET), PROXY_PASSWORD}
     secrets |= {basic(sb.client_id, WRONG_SECRET), *tokens}
     assert len(tokens) >= 2
     assert_absent(secrets, texts)
@@ -656,8 +720,18 @@ async def test_tls_is_verified_and_cannot_be_skipped_by_accident(
 def test_no_switch_turns_tls_verification_off() -> None:
     """No parameter, and no line of the package, disables certificate checks."""
     for cls in (skala.SkalaClient, skala.Timeouts):
-        names = set(inspect.signature(cls).parameters)
+        # ssl= takes a context that must verify (checked below)
+        names = set(inspect.signature(cls).parameters) - {"ssl"}
         assert not {n for n in names if re.search(r"ssl|verify|cert|tls", n)}, names
+    lax = ssl.create_default_context()
+    lax.check_hostname = False
+    with pytest.raises(ValueError, match="must verify"):
+        skala.SkalaClient(token="t", ssl=lax)
+    lax.verify_mode = ssl.CERT_NONE
+    with pytest.raises(ValueError, match="must verify"):
+        skala.SkalaClient(token="t", ssl=lax)
+    with pytest.raises(TypeError):
+        skala.SkalaClient(token="t", ssl=False)  # type: ignore[arg-type]
     forbidden = re.compile(
         r"ssl\s*=\s*False|verify_ssl|CERT_NONE|check_hostname\s*=\s*False|"
         r"_create_unverified_context|ssl\.SSLContext\("

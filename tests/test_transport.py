@@ -513,3 +513,38 @@ async def test_refused_connection_on_loopback() -> None:
     cause = info.value.__cause__
     assert isinstance(cause, UnderlyingError)
     assert cause.type_name == "aiohttp.client_exceptions.ClientConnectorError"
+
+
+async def test_a_file_a_cancelled_worker_thread_still_holds_is_closed_by_that_thread() -> None:
+    # A cancelled run_in_executor leaves its thread running: what it opens or reads must be
+    # closed when it is done, never left to the garbage collector (a ResourceWarning).
+    import threading
+
+    from skala_async._transport import _ThreadHeld
+
+    closed: list[str] = []
+    inside, go_on = threading.Event(), threading.Event()
+
+    def slow_read() -> bytes:
+        inside.set()
+        go_on.wait(5)
+        return b"chunk"
+
+    held = _ThreadHeld(lambda: closed.append(threading.current_thread().name))
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(loop.run_in_executor(None, held.run, slow_read))
+    await asyncio.to_thread(inside.wait, 5)
+    task.cancel()
+    held.release()  # the thread is still reading: nothing closed yet, and no blocking
+    assert closed == []
+    go_on.set()
+    for _ in range(500):
+        if closed:
+            break
+        await asyncio.sleep(0.01)
+    assert len(closed) == 1
+    assert closed[0] != threading.current_thread().name  # the worker closed it
+    # idle: release closes at once, on the caller's thread
+    idle: list[int] = []
+    _ThreadHeld(lambda: idle.append(1)).release()
+    assert idle == [1]

@@ -17,12 +17,15 @@ FAST_RETRY = RetryPolicy(attempts=4, initial=0.01, cap=0.05, max_retry_after=5.0
 
 
 def sandbox_client(sandbox: SkalaSandbox, **kwargs: Any) -> SkalaClient:
-    """A :class:`~skala_async.SkalaClient` for ``sandbox``, with :data:`FAST_POLL` and
-    :data:`FAST_RETRY` unless ``kwargs`` say otherwise."""
+    """A :class:`~skala_async.SkalaClient` for ``sandbox``, with :data:`FAST_POLL`,
+    :data:`FAST_RETRY` and ``trust_env=False`` (no proxy from the environment) unless
+    ``kwargs`` say otherwise."""
     from skala_async.client import SkalaClient
 
     kwargs.setdefault("poll", FAST_POLL)
     kwargs.setdefault("retry", FAST_RETRY)
+    # A proxy set for the machine (HTTPS_PROXY) must not carry traffic to a local sandbox.
+    kwargs.setdefault("trust_env", False)
     return SkalaClient(
         client_id=sandbox.client_id,
         client_secret=sandbox.client_secret,

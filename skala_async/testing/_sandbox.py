@@ -32,6 +32,7 @@ import os
 import random
 import re
 import secrets
+import ssl
 import string
 import sys
 import uuid
@@ -197,6 +198,8 @@ class RecordedRequest:
     received_at: float = 0.0
     #: The fault applied to this request, e.g. ``"http:429"``, ``"drop"``, ``"delay:2"``.
     fault: str | None = None
+    #: The ``X-Request-Id`` the answer carried.
+    request_id: str | None = None
 
     def header(self, name: str) -> str | None:
         """Return a recorded header, looked up case-insensitively."""
@@ -390,6 +393,18 @@ def _error(
     return web.json_response(body, status=status, headers=headers)
 
 
+# aiohttp 3.14 wants typed keys for request storage; older releases have no RequestKey.
+_REQUEST_ID: Any = (
+    web.RequestKey("skala_request_id", str) if hasattr(web, "RequestKey") else "skala_request_id"
+)
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    rid = request.get(_REQUEST_ID)
+    if rid is not None:
+        response.headers["X-Request-Id"] = rid
+
+
 def _endpoint_for(method: str, path: str) -> Endpoint:
     if path == TOKEN_PATH:
         return "token" if method == "POST" else "other"
@@ -469,6 +484,11 @@ class SkalaSandbox:
       ``webhook_out_of_order`` (``True``, or a window in seconds: each copy is held for a
       random time up to the window, 0.25 s for ``True``, so events, and copies of one
       event, can arrive in another order than they were sent).
+
+    Every answer carries an ``X-Request-Id`` header (``req-`` and 16 hex digits), also kept
+    in :attr:`RecordedRequest.request_id`. With ``ssl_context`` (a server-side
+    :class:`ssl.SSLContext`, e.g. from ``trustme``) it serves HTTPS and :attr:`url` starts
+    with ``https://``.
     """
 
     def __init__(
@@ -495,15 +515,15 @@ class SkalaSandbox:
         webhook_wrong_signature: bool = False,
         webhook_out_of_order: bool | float = False,
         recording: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
         #: The OAuth2 client id the token endpoint accepts.
         self.client_id = client_id if client_id is not None else "sandbox-" + secrets.token_hex(8)
-        #: The matching client secret (never shown in ``repr``).
-        self.client_secret = (
-            client_secret if client_secret is not None else secrets.token_urlsafe(24)
-        )
+        #: The matching client secret (never shown in ``repr``). Hex, so it never begins with
+        #: ``-`` and can follow ``--client-secret`` on a command line as it is.
+        self.client_secret = client_secret if client_secret is not None else secrets.token_hex(24)
         self.support_tickets_enabled = support_tickets_enabled
         self.processing_delay = processing_delay
         self.outcome: Outcome = outcome
@@ -521,6 +541,8 @@ class SkalaSandbox:
         self.webhook_out_of_order = webhook_out_of_order
         #: Whether requests are recorded (turn off for long benchmark runs).
         self.recording = recording
+        #: Serve HTTPS with this server-side context (``None``: plain HTTP).
+        self.ssl_context = ssl_context
         #: Every webhook delivery attempt, in order of completion.
         self.webhook_deliveries: list[WebhookDelivery] = []
         #: Every ticket created, by ticket id.
@@ -749,6 +771,7 @@ class SkalaSandbox:
         self._update_idle()
         self._webhooks_idle.set()
         app = web.Application()
+        app.on_response_prepare.append(_add_request_id)
         # [\s\S], not ".": a path with an encoded line break is ours to answer too.
         app.router.add_route("*", r"/{tail:[\s\S]*}", self._dispatch)
         runner = web.AppRunner(
@@ -756,7 +779,7 @@ class SkalaSandbox:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -766,7 +789,8 @@ class SkalaSandbox:
         host, port = address[0], address[1]
         if ":" in host:
             host = f"[{host}]"
-        self._url = f"http://{host}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self._url = f"{scheme}://{host}:{port}"
 
     async def close(self) -> None:
         """Stop serving and cancel background work; idempotent."""
@@ -1044,6 +1068,7 @@ class SkalaSandbox:
         assert self._loop is not None
         endpoint = _endpoint_for(request.method, request.path)
         ctx = _Context(endpoint=endpoint, received_at=self._loop.time())
+        request[_REQUEST_ID] = "req-" + secrets.token_hex(8)
         index = len(self._slots) if self.recording else -1
         if index >= 0:
             self._slots.append(None)
@@ -1118,6 +1143,7 @@ class SkalaSandbox:
             ticket_id=ctx.ticket_id,
             received_at=ctx.received_at,
             fault=ctx.fault,
+            request_id=request.get(_REQUEST_ID),
         )
         if index < len(self._slots):
             self._slots[index] = record

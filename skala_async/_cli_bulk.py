@@ -151,11 +151,8 @@ def detect_delimiter(path: Path) -> str:
     if not line.strip():
         return ","  # no header at all: the missing columns are reported
     splits: dict[str, tuple[int, tuple[str, ...]]] = {}
-    for delimiter in DELIMITERS:
-        try:
-            fields = tuple(f.strip() for f in next(csv.reader([line], delimiter=delimiter)))
-        except csv.Error:
-            continue
+    for delimiter in DELIMITERS:  # one line, not strict: the csv module reads any of it
+        fields = tuple(f.strip() for f in next(csv.reader([line], delimiter=delimiter)))
         splits[delimiter] = (sum(1 for f in fields if f in _KNOWN_COLUMNS), fields)
     best = max((known for known, _ in splits.values()), default=0)
     shown = line if len(line) <= 80 else line[:77] + "..."
@@ -424,14 +421,6 @@ def read_inputs(
             yield where, draft
 
 
-def drafts_from(
-    path: Path, fmt: str | None, delimiter: str = ","
-) -> Iterator[TicketDraft | ValidationError]:
-    """Drafts, or a :class:`ValidationError` for a row that cannot become one (rejected)."""
-    for _, item in read_inputs(path, fmt, delimiter):
-        yield item
-
-
 # ------------------------------------------------------------------------------ validate
 
 
@@ -590,13 +579,11 @@ class UncertainInput:
 def journal_sent_at(path: Path, keys: Sequence[str]) -> dict[str, float]:
     """When an earlier run last sent each of ``keys`` (the journal's time of the claim or of
     its ambiguous answer), read from the closed journal; ``{}`` if it cannot be read."""
-    if not keys:
-        return {}
     found: dict[str, float] = {}
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return {}
+    except sqlite3.Error:  # gone since the run closed it
+        return found
     try:
         for start in range(0, len(keys), 500):
             chunk = list(keys[start : start + 500])
@@ -614,20 +601,27 @@ def journal_sent_at(path: Path, keys: Sequence[str]) -> dict[str, float]:
 
 
 def uncertain_header(path: Path) -> bool | None:
-    """Whether an existing file starts like an uncertain file (``None``: none there)."""
+    """Whether an existing file is an uncertain file (``None``: nothing there, or an empty
+    file; ``False`` for anything else, a folder or a device included)."""
     try:
-        if not path.is_file():
-            return None
+        st = path.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return False  # never replaced: os.replace() would put a file where /dev/null was
+    if st.st_size == 0:
+        return None
+    try:
         with path.open("rb") as f:
             first = f.readline(4096).decode("utf-8", "replace").strip()
     except OSError:
-        return None
+        return False
     if first == ",".join(UNCERTAIN_FIELDS):
         return True
     try:
         obj = json.loads(first)
     except ValueError:
-        return path.stat().st_size == 0 or False
+        return False
     return isinstance(obj, dict) and list(obj) == UNCERTAIN_FIELDS
 
 
@@ -765,10 +759,6 @@ class BulkProgress(StatusLine):
         self._own = tally is None
         self._last = 0.0
         self._later: asyncio.TimerHandle | None = None
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return self.tally.counts
 
     def __call__(self, result: BulkResult) -> None:
         if self._own:
@@ -940,6 +930,8 @@ def check_outputs(
             f"--uncertain-file {uncertain} exists and is not an uncertain file of this "
             "command: refusing to overwrite it (choose another path, or remove it first)"
         )
+    if uncertain is not None and not uncertain.parent.is_dir():
+        return f"--uncertain-file {uncertain}: the folder {uncertain.parent} does not exist"
     return None
 
 
@@ -1054,7 +1046,7 @@ class _Uncertain:
         dated = []
         for item in self.items:
             key = self.from_journal.get(item.index)
-            if key is not None and not item.sent_at:
+            if key is not None:  # not sent by this run: no time of its own
                 item = attrs.evolve(item, sent_at=_utc(times.get(key)))
             dated.append(item)
         return dated
@@ -1082,8 +1074,8 @@ def _finish_uncertain(
             raise _Failure(
                 EXIT_CANNOT_WRITE,
                 f"cannot write the uncertain file {target}: {exc.strerror or exc}; the "
-                "uncertain inputs are also in the results file (outcome 'uncertain'), and "
-                "the journal keeps them: run the same command again to write the list",
+                "uncertain inputs are also in the results file (outcome 'uncertain'): check "
+                "those with Ripio before sending anything again",
             ) from None
         return str(target), (
             f"{len(items)} input(s) may have created a ticket: listed in {target} (customer, "

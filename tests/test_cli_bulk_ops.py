@@ -566,3 +566,139 @@ async def test_a_change_too_soon_after_a_draw_is_drawn_a_moment_later(
     await asyncio.sleep(0.15)
     assert stream.getvalue().count("\r") == 2
     assert stream.getvalue().endswith("\n")
+
+
+# ------------------------------------------------------------------------------ edges
+
+
+def test_files_that_cannot_be_read_are_usage_errors_whichever_reader_finds_it(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    latin = tmp_path / "in.csv"
+    latin.write_bytes(
+        b"customer_id;summary;description\n" + sb.customer_id.encode() + b";Caf\xe9;D\n"
+    )
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(b'{"summary": "Caf\xe9"}\n')
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    for argv, message in [
+        ([str(latin)], "in.csv: not UTF-8 text"),
+        ([str(latin), "--delimiter", ";"], "in.csv: not UTF-8 text"),
+        ([str(jsonl)], "in.jsonl: not UTF-8 text"),
+        ([str(empty)], "empty.csv: missing column(s): customer_id, summary, description"),
+    ]:
+        for extra in ([], ["--validate-only"]):
+            assert main(["bulk", *argv, *creds(sb), *extra]) == EXIT_USAGE
+            assert message in capsys.readouterr().err
+    assert sb.requests == []
+
+
+def test_attachment_paths_that_are_not_files_keep_their_own_reason(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "folder.pdf").mkdir()
+    src = tmp_path / "in.jsonl"
+    attachments = ["a.pdf/inner.pdf", "nul\x00.pdf", "folder.pdf", str(tmp_path / "gone.pdf")]
+    src.write_text(
+        json.dumps(
+            {
+                "customer_id": sb.customer_id,
+                "summary": "S",
+                "description": "D",
+                "attachments": attachments,
+            }
+        )
+        + "\n"
+    )
+    assert main(["--json", "bulk", str(src), "--validate-only"]) == EXIT_INVALID_INPUT
+    messages = [p["message"] for p in json.loads(capsys.readouterr().out)["problems"]]
+    assert messages[0].startswith("file 1: 'inner.pdf' cannot be read (Not a directory)")
+    assert messages[1] == "file 2: 'nul\\x00.pdf' is not a valid path (it contains a NUL character)"
+    assert messages[2] == "file 3: 'folder.pdf' is not a regular file"
+    # An absolute path: no word about the input's folder.
+    assert (
+        messages[3] == f"file 4: {str(tmp_path / 'gone.pdf')!r} does not exist (looked for "
+        f"{tmp_path / 'gone.pdf'})"
+    )
+
+
+def test_library_messages_map_to_columns() -> None:
+    from skala_async._cli_bulk import _field_problems
+
+    assert _field_problems(
+        ["files: at most 5 attachments (got 6)", "files[2]: 'x' has no extension", "odd"]
+    ) == [
+        ("attachments", "at most 5 attachments (got 6)"),
+        ("attachments", "file 3: 'x' has no extension"),
+        ("row", "odd"),
+    ]
+
+
+def test_journal_times_of_a_journal_that_is_gone(tmp_path: Path) -> None:
+    from skala_async._cli_bulk import journal_sent_at
+
+    assert journal_sent_at(tmp_path / "nowhere" / "j.sqlite", ["ref:a"]) == {}
+    not_a_journal = tmp_path / "j.sqlite"
+    not_a_journal.write_bytes(b"not sqlite at all" * 100)
+    assert journal_sent_at(not_a_journal, ["ref:a"]) == {}
+
+
+def test_a_rerun_with_wait_waits_for_tickets_an_earlier_run_created(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [[sb.customer_id, f"T{i}", "D", "", f"r{i}"] for i in range(2)]
+    src = write(tmp_path / "in.csv", [HEADER, *rows])
+    assert main(["bulk", str(src), *creds(sb), "--no-progress"]) == EXIT_OK  # no wait
+    code = main(["bulk", str(src), *creds(sb), "--wait", "--progress"])
+    err = capsys.readouterr().err
+    assert code == EXIT_OK
+    assert sb.count("create") == 2  # nothing sent twice: the rerun only waited
+    assert (
+        "2/2 sent · accepted 2 · rejected 0 · uncertain 0 · failed 0 · waits done 2/2 "
+        "(CREATED 2, FAILED 0, no outcome 0)" in err
+    )
+    assert {r["status"] for r in read_csv(tmp_path / "in.csv.results.csv")} == {"CREATED"}
+
+
+def test_uncertain_list_beside_the_input_when_results_go_to_a_device_and_write_errors(
+    sb: SkalaSandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from skala_async import _cli_bulk
+
+    src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r0"]])
+    sb.inject("create", Fault.http(500))
+    argv = ["bulk", str(src), *creds(sb), "--no-progress", "--no-journal"]
+    assert main([*argv, "--results", os.devnull]) == EXIT_TRANSPORT
+    capsys.readouterr()
+    [item] = read_csv(tmp_path / "in.csv.uncertain.csv")
+    assert item["reference"] == "r0"
+
+    # A device, a folder or a missing folder is refused before anything is sent.
+    (tmp_path / "dir").mkdir()
+    sent = sb.count("create")
+    for target, message in [
+        (os.devnull, "exists and is not an uncertain file"),
+        (str(tmp_path / "dir"), "exists and is not an uncertain file"),
+        (str(tmp_path / "no" / "u.csv"), f"the folder {tmp_path / 'no'} does not exist"),
+    ]:
+        assert main([*argv, "--uncertain-file", target]) == EXIT_USAGE
+        assert message in capsys.readouterr().err
+    assert sb.count("create") == sent
+
+    # A list that cannot be written (a full disk): said, with where else the inputs are.
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_cli_bulk.os, "replace", full)
+    sb.inject("create", Fault.http(500))
+    assert main(argv) == _cli_bulk.EXIT_CANNOT_WRITE
+    err = capsys.readouterr().err
+    assert "cannot write the uncertain file" in err
+    assert "No space left on device" in err
+    assert "also in the results file" in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers

@@ -169,3 +169,20 @@ def test_ctrl_c_writes_the_record(tmp_path: Path) -> None:
         405,
     )
     assert f"record of 1 request(s) written to {record}" in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_record_that_cannot_be_written_is_said(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def drive(first: str, lines: queue.Queue[str]) -> None:
+        assert json.loads(first)["url"].startswith("http://127.0.0.1:")
+
+    argv = ["sandbox", "--port", "0", "--json", "--record", "/dev/full"]
+    code, _ = serve(argv, monkeypatch, drive)
+    err = capsys.readouterr().err
+    assert code == EXIT_OK  # the sandbox itself stopped as asked
+    assert (
+        "skala-tickets: error: --record: cannot write '/dev/full': No space left on device" in err
+    )
+    assert "sandbox stopped" in err

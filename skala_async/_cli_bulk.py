@@ -930,8 +930,6 @@ def check_outputs(
             f"--uncertain-file {uncertain} exists and is not an uncertain file of this "
             "command: refusing to overwrite it (choose another path, or remove it first)"
         )
-    if uncertain is not None and not uncertain.parent.is_dir():
-        return f"--uncertain-file {uncertain}: the folder {uncertain.parent} does not exist"
     return None
 
 
@@ -1133,6 +1131,12 @@ async def cmd_bulk(run: _Run) -> int:
     results_path = Path(args.results or f"{path}.results.csv")
     uncertain_path = Path(args.uncertain_file or _default_uncertain(path, results_path))
     problem = check_outputs(path, journal_path, results_path, uncertain_path)
+    if problem is None and args.uncertain_file and not uncertain_path.parent.is_dir():
+        # (The default sits beside the results file, whose own folder is checked when it
+        # is opened.)
+        problem = (
+            f"--uncertain-file {uncertain_path}: the folder {uncertain_path.parent} is missing"
+        )
     if problem is not None:
         raise _Failure(EXIT_USAGE, problem)
     client = make_client(args)  # credentials are checked before any file is touched

@@ -684,7 +684,7 @@ def test_uncertain_list_beside_the_input_when_results_go_to_a_device_and_write_e
     for target, message in [
         (os.devnull, "exists and is not an uncertain file"),
         (str(tmp_path / "dir"), "exists and is not an uncertain file"),
-        (str(tmp_path / "no" / "u.csv"), f"the folder {tmp_path / 'no'} does not exist"),
+        (str(tmp_path / "no" / "u.csv"), f"the folder {tmp_path / 'no'} is missing"),
     ]:
         assert main([*argv, "--uncertain-file", target]) == EXIT_USAGE
         assert message in capsys.readouterr().err

@@ -327,7 +327,9 @@ class _Run:
             print("webhook listener stopped", file=self.stderr, flush=True)
             return EXIT_OK
         info: dict[str, Any] = {"exception": "Interrupted"}
-        if self.args.command == "bulk":
+        if self.args.command == "bulk" and self.args.validate_only:
+            message = "interrupted while checking the file (nothing was sent)"
+        elif self.args.command == "bulk":
             message = (
                 "interrupted; run the same command again to continue from the journal "
                 "(inputs that were being sent are reported uncertain, not resent)"

@@ -702,3 +702,23 @@ def test_uncertain_list_beside_the_input_when_results_go_to_a_device_and_write_e
     assert "No space left on device" in err
     assert "also in the results file" in err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_ctrl_c_while_validating_says_nothing_was_sent(
+    sb: SkalaSandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from skala_async import _cli_bulk
+
+    def interrupted(*args: object) -> Iterator[object]:
+        raise KeyboardInterrupt
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(_cli_bulk, "validate_file", interrupted)
+    src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r"]])
+    assert main(["bulk", str(src), *creds(sb), "--validate-only"]) == EXIT_INTERRUPTED
+    err = capsys.readouterr().err
+    assert err == "skala-tickets: error: interrupted while checking the file (nothing was sent)\n"
+    assert sb.requests == []

@@ -28,6 +28,7 @@ import hmac
 import html
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -35,6 +36,7 @@ import secrets
 import ssl
 import string
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -145,6 +147,8 @@ _FAULT_ERROR_TYPES: dict[int, tuple[int, str]] = {
 }
 
 _ANY: EllipsisType = ...
+#: One INFO line per request received (``skala-tickets -v sandbox`` shows them).
+log = logging.getLogger("skala_async.testing.sandbox")
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
@@ -560,6 +564,7 @@ class SkalaSandbox:
         self._issue_numbers = itertools.count(_FIRST_ISSUE_NUMBER)
         self._webhook_tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wall_offset = 0.0  # wall-clock time minus event-loop time, set by start()
         self._idle: asyncio.Event | None = None
         self._webhooks_idle: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
@@ -766,6 +771,7 @@ class SkalaSandbox:
             raise RuntimeError("a SkalaSandbox can be started only once")
         self._state = "running"
         self._loop = asyncio.get_running_loop()
+        self._wall_offset = time.time() - self._loop.time()
         self._idle = asyncio.Event()
         self._webhooks_idle = asyncio.Event()
         self._update_idle()
@@ -881,6 +887,39 @@ class SkalaSandbox:
             for r in self._slots
             if r is not None and r.endpoint == endpoint and (status is _ANY or r.status == status)
         )
+
+    def export_record(self) -> dict[str, Any]:
+        """What the sandbox received and did, as JSON-ready data: ``requests`` (each
+        :class:`RecordedRequest`, ``received_at`` as UTC ISO 8601), ``tickets`` (each
+        :class:`SandboxTicket`, with ``created_at`` and ``finished_at`` the same way) and
+        ``webhook_deliveries``. Like the record itself, it holds no secret: no
+        ``Authorization`` header, the token request's ``client_secret`` redacted."""
+
+        def when(loop_time: float | None) -> str | None:
+            if loop_time is None:
+                return None
+            moment = datetime.datetime.fromtimestamp(
+                loop_time + self._wall_offset, datetime.timezone.utc
+            )
+            return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+        requests = []
+        for r in self.requests:
+            item = attrs.asdict(r)
+            item["received_at"] = when(r.received_at)
+            requests.append(item)
+        tickets = []
+        for t in self.tickets.values():
+            item = attrs.asdict(t)
+            item["created_at"] = when(t.created_at)
+            item["finished_at"] = when(t.finished_at)
+            tickets.append(item)
+        return {
+            "url": self._url,
+            "requests": requests,
+            "tickets": tickets,
+            "webhook_deliveries": [d._asdict() for d in self.webhook_deliveries],
+        }
 
     def clear_requests(self) -> None:
         """Forget the recorded requests (requests in flight are still recorded)."""
@@ -1098,6 +1137,8 @@ class SkalaSandbox:
         finally:
             if index >= 0:
                 self._record(index, request, ctx, status)
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", _request_line(request, ctx, status))
 
     def _check_contract(
         self, request: web.Request, ctx: _Context, response: web.StreamResponse
@@ -1541,6 +1582,29 @@ class SkalaSandbox:
                     "description",
                     f"Ensure this field has no more than {MAX_DESCRIPTION_CHARS} characters.",
                 )
+
+
+def _request_line(request: web.Request, ctx: _Context, status: int | None) -> str:
+    """One line for the log: method, path, answer, and what a create or a GET carried."""
+    answer = str(status) if status is not None else "dropped"
+    parts = [request.method, request.path, answer, ctx.endpoint]
+    if ctx.fault:
+        parts.append(f"fault={ctx.fault}")
+    if ctx.endpoint == "create":
+        for name in ("customerId", "summary"):
+            value = ctx.fields.get(name)
+            if value is not None:
+                shown = value if len(value) <= 60 else value[:57] + "..."
+                parts.append(f"{name}={shown!r}")
+        if ctx.files:
+            names = ", ".join(f"{f.filename!r} {f.size} B" for f in ctx.files)
+            parts.append(f"files=[{names}]")
+    if ctx.ticket_id:
+        parts.append(f"ticket={ctx.ticket_id}")
+    request_id = request.get(_REQUEST_ID)
+    if request_id:
+        parts.append(str(request_id))
+    return " ".join(parts)
 
 
 def _status_phrase(status: int) -> str:

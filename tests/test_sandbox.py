@@ -439,7 +439,8 @@ async def test_create_records_files(sb: SkalaSandbox, http: aiohttp.ClientSessio
     ticket = sb.tickets[ticket_id]
     assert ticket.customer_id == sb.customer_id
     assert ticket.files == record.files
-    assert ticket.status == "PENDING"
+    # The 202 said PENDING; the fixture's sandbox processes tickets in 10 ms, so the stored
+    # ticket may be final by now on a busy machine: only its recorded content is checked.
 
 
 async def test_chunked_upload_detected(sb: SkalaSandbox, http: aiohttp.ClientSession) -> None:

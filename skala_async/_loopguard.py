@@ -28,10 +28,24 @@ __all__ = ["check", "serving"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-#: Servers that said which loop serves them: loop -> {(host, port): what}.
-_served: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], str]] = (
+_Servers = dict[tuple[str, int], str]
+#: Servers that said which loop serves them: loop -> {(host, port): what}. Held weakly
+#: where the loop allows it (asyncio's do); other loops are held until their last server
+#: is taken back.
+_served: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Servers] = (
     weakref.WeakKeyDictionary()
 )
+_served_strongly: dict[asyncio.AbstractEventLoop, _Servers] = {}
+
+
+def _servers_of(loop: asyncio.AbstractEventLoop) -> _Servers | None:
+    found = _served_strongly.get(loop)
+    if found is not None:
+        return found
+    try:
+        return _served.get(loop)
+    except TypeError:  # a loop that cannot be weakly referenced
+        return None
 
 
 def _is_local(host: str) -> bool:
@@ -68,11 +82,19 @@ def serving(loop: asyncio.AbstractEventLoop, url: str, what: str) -> Callable[[]
     address = _address(url)
     if address is None:
         raise ValueError(f"not a URL with a host: {url!r}")
-    servers = _served.setdefault(loop, {})
+    servers = _servers_of(loop)
+    if servers is None:
+        servers = {}
+        try:
+            _served[loop] = servers
+        except TypeError:
+            _served_strongly[loop] = servers
     servers[address] = what
 
     def stopped() -> None:
         servers.pop(address, None)
+        if not servers and _served_strongly.get(loop) is servers:
+            del _served_strongly[loop]
 
     return stopped
 
@@ -133,7 +155,7 @@ def _blocked_server(urls: Iterable[str | None]) -> tuple[str, str] | None:
     addresses = [a for a in (_address(u) for u in urls if u) if a is not None]
     if not addresses:
         return None
-    for (host, port), what in list(_served.get(loop, {}).items()):
+    for (host, port), what in list((_servers_of(loop) or {}).items()):
         for dest_host, dest_port in addresses:
             if dest_port == port and _same_host(dest_host, host):
                 return f"{dest_host}:{dest_port}", what

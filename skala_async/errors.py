@@ -54,7 +54,6 @@ __all__ = [
     "JournalError",
     "JournalInUseError",
     "JournalLostError",
-    "Problems",
     "RateLimitedError",
     "RequestTimeoutError",
     "ServerError",

@@ -484,10 +484,10 @@ def materialise(spec: DraftSpec, root: Path) -> Materialised:
             (j for j, n in enumerate(names) if sent and n.casefold() == sent.casefold()), None
         )
         names.append(sent)
+        if first is not None:
+            expected.append((label, f"also the name of files[{first}]"))
         if not sent:
             expected.append((label, "needs a file name"))
-        elif first is not None:
-            expected.append((label, f"also the name of files[{first}]"))
         elif _ext(sent) not in ALLOWED:
             expected.append((label, "allowed extensions"))
         if f.kind in ("bytes", "path"):

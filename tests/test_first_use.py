@@ -88,6 +88,12 @@ def test_problems_print_one_a_line_and_compare_as_a_tuple() -> None:
     )
     # One sentence is one problem, not its characters.
     assert skala.ValidationError("ticket_id: bad").problems == ("ticket_id: bad",)
+    assert repr(skala.ValidationError([]).problems) == "Problems()"
+
+
+def test_a_file_name_that_is_not_a_string_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="filename must be a string, not int"):
+        skala.Attachment.from_bytes(b"x", filename=7)  # type: ignore[arg-type]
 
 
 def test_validation_error_survives_pickling() -> None:

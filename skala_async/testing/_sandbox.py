@@ -50,7 +50,7 @@ import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from skala_async import _cancelsafe
+from skala_async import _cancelsafe, _loopguard
 from skala_async._limits import (
     ALLOWED_EXTENSIONS,
     CREATE_PATH,
@@ -568,6 +568,7 @@ class SkalaSandbox:
         self._idle: asyncio.Event | None = None
         self._webhooks_idle: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
+        self._not_serving: Callable[[], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url: str | None = None
         self._state: Literal["new", "running", "closed"] = "new"
@@ -797,6 +798,8 @@ class SkalaSandbox:
             host = f"[{host}]"
         scheme = "https" if self.ssl_context is not None else "http"
         self._url = f"{scheme}://{host}:{port}"
+        # A sync client called on this loop would block the sandbox: it refuses at once.
+        self._not_serving = _loopguard.serving(self._loop, self._url, "the SkalaSandbox there")
 
     async def close(self) -> None:
         """Stop serving and cancel background work; idempotent."""
@@ -804,6 +807,9 @@ class SkalaSandbox:
             return
         self._state = "closed"
         runner, self._runner = self._runner, None
+        not_serving, self._not_serving = self._not_serving, None
+        if not_serving is not None:
+            not_serving()
         try:
             if runner is not None:
                 await runner.cleanup()

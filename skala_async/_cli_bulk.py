@@ -20,6 +20,7 @@ for the whole run, and the files the command writes must not be the input or the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -586,14 +587,16 @@ async def cmd_bulk(run: _Run) -> int:
             "run the same command again to continue",
         ) from None
     finally:
-        if progress is not None:
-            progress.finish()
-        if results is not None:
-            results.close()
-        if journal is not None:
-            journal.close()
-        if not client.closed:  # the run ended before it used the client
-            await client.close()
+        # Each is closed whatever the one before raised (last in, first out).
+        async with contextlib.AsyncExitStack() as closing:
+            if not client.closed:  # the run ended before it used the client
+                closing.push_async_callback(client.close)
+            if journal is not None:
+                closing.callback(journal.close)
+            if results is not None:
+                closing.callback(results.close)
+            if progress is not None:
+                closing.callback(progress.finish)
     report = report_of(collected)
     counts = report.counts
     failed_tickets = sum(

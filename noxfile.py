@@ -110,8 +110,9 @@ def oldest(session: nox.Session) -> None:
 _CHECK_PINS = """
 import sys
 from importlib.metadata import version
+from packaging.version import Version
 for pin in sys.argv[1:]:
     name, wanted = pin.split("==")
-    if version(name) != wanted:
+    if Version(version(name)) != Version(wanted):
         sys.exit(f"{name} {version(name)} is installed, not {wanted}")
 """

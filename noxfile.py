@@ -7,9 +7,9 @@ Run by the README's test command after the full suite on the development interpr
 - ``oldest``: the same on Python 3.11 with aiohttp, attrs and cattrs at the lower bounds
   of ``pyproject.toml`` (read from it, so a bound raised there is what gets tested).
 
-Interpreters are looked up on ``PATH`` (``python3.10``), then under pyenv's root
-(``$PYENV_ROOT``, ``pyenv root`` or ``~/.pyenv``). A missing one is skipped locally and is
-an error when ``CI=true``.
+Interpreters are looked up under pyenv's root (``$PYENV_ROOT``, ``pyenv root`` or
+``~/.pyenv``), then on ``PATH`` (``python3.10``, if it runs). A missing one is skipped
+locally and is an error when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -57,19 +57,27 @@ def _find_interpreters(versions: list[str]) -> None:
     root = _pyenv_root()
     found: list[str] = []
     for version in versions:
-        if shutil.which(f"python{version}"):
-            continue
         candidates = sorted(
             (root / "versions").glob(f"{version}.*/bin/python{version}") if root else [],
             key=lambda p: [int(n) for n in re.findall(r"\d+", p.parent.parent.name)],
         )
         if candidates:
             found.append(str(candidates[-1].parent))
+        elif _runs(f"python{version}"):
+            continue  # on PATH (a pyenv shim only when pyenv has that version selected)
         elif CI:
             where = f"on PATH or under {root / 'versions'}" if root else "on PATH (no pyenv)"
             sys.exit(f"noxfile: Python {version} not found {where}; CI needs it")
     if found:
         os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+def _runs(command: str) -> bool:
+    path = shutil.which(command)
+    if path is None:
+        return False
+    done = subprocess.run([path, "-c", ""], capture_output=True, check=False)  # noqa: S603
+    return done.returncode == 0
 
 
 _find_interpreters(sorted({*OTHER_PYTHONS, OLDEST_PYTHON}))

@@ -1233,14 +1233,16 @@ async def cmd_bulk(run: _Run) -> int:
                 "problem and run the same command again to continue",
             ) from None
         finally:
-            if progress is not None:
-                progress.finish()
-            if results is not None:
-                results.close()
-            if journal is not None:
-                journal.close()
-            if not client.closed:  # the run ended before it used the client
-                await client.close()
+            # Each is closed whatever the one before raised (last in, first out).
+            async with contextlib.AsyncExitStack() as closing:
+                if not client.closed:  # the run ended before it used the client
+                    closing.push_async_callback(client.close)
+                if journal is not None:
+                    closing.callback(journal.close)
+                if results is not None:
+                    closing.callback(results.close)
+                if progress is not None:
+                    closing.callback(progress.finish)
     except BaseException:
         # However the run ended, list what is uncertain so far (never hiding why it ended).
         items = uncertain.dated(journal_path)

@@ -709,16 +709,21 @@ async def submit_many(
     check_timeout(wait_timeout, "wait_timeout")
     owned = journal is not None and not isinstance(journal, Journal)
     jr = journal if journal is None or isinstance(journal, Journal) else Journal(journal)
-    run = _Run(
-        client,
-        drafts,
-        concurrency=concurrency,
-        journal=jr,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        resend_uncertain=resend_uncertain,
-    )
-    runner = asyncio.ensure_future(run.run())
+    try:
+        run = _Run(
+            client,
+            drafts,
+            concurrency=concurrency,
+            journal=jr,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            resend_uncertain=resend_uncertain,
+        )
+        runner = asyncio.ensure_future(run.run())
+    except BaseException:
+        if owned and jr is not None:
+            jr.close()  # opened here: never left to the garbage collector
+        raise
     try:
         while (result := await run.results.get()) is not None:
             yield result

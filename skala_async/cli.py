@@ -53,6 +53,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._limits import MIB
+from ._version import __version__
 from ._waiting import DEFAULT_WAIT_TIMEOUT
 from .client import SkalaClient
 from .errors import (
@@ -1041,6 +1042,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         formatter_class=formatter,
         parents=[_common_options(suppress=False)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options(suppress=True)
     creds = _credential_options()

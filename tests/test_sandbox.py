@@ -405,6 +405,7 @@ async def test_customers(sb: SkalaSandbox, http: aiohttp.ClientSession) -> None:
 
 
 async def test_create_records_files(sb: SkalaSandbox, http: aiohttp.ClientSession) -> None:
+    sb.processing_delay = None  # stays PENDING: 10 ms can pass before the last assert
     token = await get_token(http, sb)
     pdf = b"%PDF-1.7 " + bytes(range(256)) * 100
     png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 3000

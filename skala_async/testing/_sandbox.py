@@ -1494,7 +1494,12 @@ class SkalaSandbox:
         files = 0
         seen: set[str] = set()
         while True:
-            part = await reader.next()
+            try:
+                part = await reader.next()
+            except aiohttp.multipart.BadContentDispositionHeader:
+                # aiohttp warns and reads no name; under warnings-as-errors (a test suite's
+                # `-W error`) the warning is raised here instead: the same refusal either way.
+                raise ValueError("a part has no name in its Content-Disposition") from None
             if part is None:
                 break
             if isinstance(part, aiohttp.MultipartReader):

@@ -24,16 +24,26 @@ an input is sent only after a claim that succeeds in one conditional statement (
 only if its row is still what the run saw, and still unsent), so no interleaving of runs
 can send an input twice.
 
-The journal must stay where it is while a run uses it: after each claim (and at the end of
-the run) the file at its path is compared with the one held open (device and inode),
-with the sizes written and with the headers SQLite writes, so a journal deleted, replaced
-or truncated under a run raises :class:`~skala_async.errors.JournalLostError` instead of
+The journal must stay where it is while a run uses it: after each commit that holds a
+claim (and at the end of the run) the file at its path is compared with the one held open
+(device and inode), with the sizes written and with the headers SQLite writes, so a
+journal deleted, replaced or truncated under a run raises
+:class:`~skala_async.errors.JournalLostError` before the claimed create is sent, instead of
 silently recording into a file nobody will read again.
 
-Writes use WAL mode with ``synchronous=NORMAL``: a committed row survives the process
-being killed (SIGKILL), which is the failure this journal exists for. Each write is a
-small transaction of well under a millisecond, done on the event loop thread so the order
-"journal, then send" can never be reordered.
+Group commits: a claim is committed on the event loop thread before :meth:`Journal.claim`
+returns, so the order "journal, then send" can never be reordered; an outcome
+(:meth:`Journal.settle_grouped`) is queued and committed in the same transaction as the
+next claim of any worker, or on its own on the event loop's next pass, whichever comes
+first, and a bulk run reports the input only once it is committed. In a steady run that
+is one transaction and one check per input.
+
+Writes use WAL mode with ``synchronous=NORMAL``: a committed transaction is in the
+operating system's hands when the commit returns, so it survives the process being killed
+(SIGKILL), the failure this journal exists for. It is not flushed to the disk at each
+commit: on a power loss or an operating system crash, the last transactions before it
+may be lost (the database stays consistent). A claim lost that way can let a rerun send
+its input again.
 """
 
 from __future__ import annotations
@@ -275,8 +285,8 @@ class Journal:
         lost; an outcome written to a journal lost since its claim is caught by the next
         claim or the end of the run)."""
         db = self._db
-        if db is None:
-            raise RuntimeError("the journal is closed")
+        if db is None:  # a JournalError: the futures of queued writes end with it
+            raise self._error("is closed")
         try:
             if len(writes) == 1:  # autocommit: no BEGIN and COMMIT to run
                 changed = [db.execute(writes[0].sql, writes[0].params).rowcount]

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 import skala_async as skala
+from skala_async._journal import Journal
 from skala_async.bulk import BulkOutcome
 from skala_async.testing import FAST_POLL, SkalaSandbox, sandbox_client
 
@@ -192,3 +193,33 @@ async def test_a_reader_that_leaves_early_leaves_a_journal_that_duplicates_nothi
     assert again.counts["created"] + again.counts["uncertain"] == n
     for result in again.not_created:  # only inputs whose claim was left sending
         assert states[result.key][0] == "sending"
+
+
+async def test_an_outcome_queued_is_committed_with_the_next_claim(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = Journal(path)
+    try:
+        claim = journal.claim("a", 0, None, None, takeover=False)
+        assert claim == 1
+        settled = journal.settle_grouped("a", claim, "created", ticket_id="t-a")
+        assert journal_states(path)["a"] == ("sending", None)  # queued, not yet committed
+        assert journal.claim("b", 1, None, None, takeover=False) == 1  # commits both
+        assert settled.done()
+        assert settled.result() == 1
+        assert journal_states(path) == {"a": ("created", "t-a"), "b": ("sending", None)}
+        alone = journal.settle_grouped("b", 1, "failed", error="x")
+        assert await alone == 1  # no claim came: committed on the loop's next pass
+        assert journal_states(path)["b"] == ("failed", None)
+        stale = journal.settle_grouped("b", 1, "created", ticket_id="t-b")
+        assert await stale == 0  # the claim's version moved on: nothing changed
+        last = journal.settle_grouped("b", 2, "created", ticket_id="t-b")
+    finally:
+        journal.close()  # commits what is still queued
+    assert last.result() == 1
+    assert journal_states(path)["b"] == ("created", "t-b")
+    late = journal.settle_grouped("a", 2, "failed")
+    outcome = await late
+    assert isinstance(outcome, skala.JournalError)
+    assert "is closed" in str(outcome)
+    with pytest.raises(skala.JournalError, match="is closed"):
+        journal.claim("c", 2, None, None, takeover=False)

@@ -416,7 +416,7 @@ class Journal:
         the row first: read it again.
         """
         write, version = self._claim_write(key, position, reference, seen, takeover)
-        return version if self._write(write.sql, write.params) == 1 else None
+        return version if self._flush(write) == 1 else None
 
     @staticmethod
     def _settle_write(

@@ -480,7 +480,8 @@ class _Run:
 
     def settle(self, result: BulkResult, claim: int) -> asyncio.Future[int | JournalError] | None:
         """Queue the record of how the send of a claimed input ended, for the next commit;
-        await what this returns (with :meth:`settled`) before reporting the result."""
+        the result is reported only once that is done (:meth:`report_when_settled`, or
+        :meth:`settled` first when the results queue is full)."""
         if self.journal is None or not result.key:
             return None
         ticket = result.ticket

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -176,10 +177,15 @@ async def test_a_reader_that_leaves_early_leaves_a_journal_that_duplicates_nothi
     n = 80
     async with sandbox_client(sb) as client:
         got = 0
-        async for _ in client.submit_many(drafts(sb, n), concurrency=8, journal=journal):
-            got += 1
-            if got == 10:
-                break
+        # aclosing: the run ends (and closes its journal) when the reader leaves, not
+        # whenever the abandoned generator is collected.
+        async with contextlib.aclosing(
+            client.submit_many(drafts(sb, n), concurrency=8, journal=journal)
+        ) as results:
+            async for _ in results:
+                got += 1
+                if got == 10:
+                    break
         states = journal_states(journal)  # closed: every outcome queued was committed
         for ticket_id, ticket in sb.tickets.items():
             key = f"ref:r{ticket.summary.split()[-1]}"

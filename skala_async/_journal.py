@@ -24,25 +24,37 @@ an input is sent only after a claim that succeeds in one conditional statement (
 only if its row is still what the run saw, and still unsent), so no interleaving of runs
 can send an input twice.
 
-The journal must stay where it is while a run uses it: after each claim (and at the end of
-the run) the file at its path is compared with the one held open (device and inode),
-with the sizes written and with the headers SQLite writes, so a journal deleted, replaced
-or truncated under a run raises :class:`~skala_async.errors.JournalLostError` instead of
+The journal must stay where it is while a run uses it: after each commit that holds a
+claim (and at the end of the run) the file at its path is compared with the one held open
+(device and inode), with the sizes written and with the headers SQLite writes, so a
+journal deleted, replaced or truncated under a run raises
+:class:`~skala_async.errors.JournalLostError` before the claimed create is sent, instead of
 silently recording into a file nobody will read again.
 
-Writes use WAL mode with ``synchronous=NORMAL``: a committed row survives the process
-being killed (SIGKILL), which is the failure this journal exists for. Each write is a
-small transaction of well under a millisecond, done on the event loop thread so the order
-"journal, then send" can never be reordered.
+Group commits: a claim is committed on the event loop thread before :meth:`Journal.claim`
+returns, so the order "journal, then send" can never be reordered; an outcome
+(:meth:`Journal.settle_grouped`) is queued and committed in the same transaction as the
+next claim of any worker, or on its own on the event loop's next pass, whichever comes
+first, and a bulk run reports the input only once it is committed. In a steady run that
+is one transaction and one check per input.
+
+Writes use WAL mode with ``synchronous=NORMAL``: a committed transaction is in the
+operating system's hands when the commit returns, so it survives the process being killed
+(SIGKILL), the failure this journal exists for. It is not flushed to the disk at each
+commit: on a power loss or an operating system crash, the last transactions before it
+may be lost (the database stays consistent). A claim lost that way can let a rerun send
+its input again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import attrs
 
@@ -83,7 +95,7 @@ CREATE TABLE IF NOT EXISTS inputs (
     error      TEXT,
     updated_at REAL NOT NULL,
     version    INTEGER NOT NULL DEFAULT 0
-)
+) WITHOUT ROWID
 """
 
 
@@ -110,8 +122,7 @@ def _starts_well(fd: int, part: str, st: os.stat_result) -> bool:
     if st.st_size == 0:
         return True
     magic = _MAGIC[part]
-    os.lseek(fd, 0, os.SEEK_SET)  # our own descriptor: SQLite's are not moved
-    return os.read(fd, len(magic[0])) in magic
+    return os.pread(fd, len(magic[0]), 0) in magic  # our own descriptor; no seek
 
 
 def _reason(exc: BaseException) -> str:
@@ -131,7 +142,11 @@ class Journal:
         self.path = Path(path)
         self._fds: dict[str, int] = {}  # "db" and "wal": the files held, for identity checks
         self._sizes: dict[str, int] = {}
+        self._ids: dict[str, tuple[int, int]] = {}  # device and inode of each file held
         self._db: sqlite3.Connection | None = None
+        #: Writes waiting for the next group commit (see :meth:`_enqueue`).
+        self._pending: list[_Pending] = []
+        self._flushing: asyncio.Handle | None = None
         try:
             self._open()
         except BaseException:
@@ -209,7 +224,13 @@ class Journal:
         return f"Journal({str(self.path)!r})"
 
     def close(self) -> None:
-        """Close the database and release the lock (idempotent)."""
+        """Commit the writes still queued, close the database and release the lock
+        (idempotent)."""
+        if self._pending:
+            self._flush()
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
         if self._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
@@ -227,22 +248,22 @@ class Journal:
         name = str(self.path)
         for part, fd in self._fds.items():
             path = name if part == "db" else f"{name}-wal"
-            held = os.fstat(fd)
+            if (held := self._ids.get(part)) is None:  # the file held, once
+                st = os.fstat(fd)
+                held = self._ids[part] = (st.st_dev, st.st_ino)
             try:
-                now = os.stat(path)
+                now = os.stat(path)  # while it is the file held, its size is the held one's
             except OSError:
-                now = None
-            if now is not None and (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-                self._lost("replaced by another file")
-            elif now is None or held.st_nlink == 0:
                 self._lost("deleted" if part == "db" else "deleted (its -wal file)")
-            elif held.st_size < self._sizes.get(part, 0) or not _starts_well(fd, part, held):
+            if (now.st_dev, now.st_ino) != held:
+                self._lost("replaced by another file")
+            if now.st_size < self._sizes.get(part, 0) or not _starts_well(fd, part, now):
                 # Shorter than written; or cut and then written past the cut, which leaves
                 # zeros where the file's header was.
                 self._lost("truncated" if part == "db" else "truncated (its -wal file)")
-            self._sizes[part] = held.st_size
+            self._sizes[part] = now.st_size
 
-    def _lost(self, reason: str) -> None:
+    def _lost(self, reason: str) -> NoReturn:
         name = str(self.path)
         raise JournalLostError(
             f"journal {name!r} was {reason} during the run: its record of which inputs "
@@ -253,20 +274,79 @@ class Journal:
         )
 
     def _write(self, sql: str, params: tuple[object, ...], *, check: bool = True) -> int:
-        """Run one statement (its own transaction); the number of rows it changed. With
-        ``check``, the journal is checked (:meth:`check`) after the write: claims are, so
-        nothing is sent on a journal that is lost; an outcome written to a journal lost
-        since its claim is caught by the next claim or the end of the run."""
-        if self._db is None:
-            raise RuntimeError("the journal is closed")
+        """Run one statement now, in one transaction with the grouped writes still queued
+        (:meth:`_enqueue`), which it resolves; the number of rows it changed. With
+        ``check``, the journal is checked (:meth:`check`) after the commit."""
+        return self._flush(_Pending(sql, params, check))
+
+    def _commit(self, writes: list[_Pending]) -> list[int]:
+        """Run ``writes`` in one transaction; the rows each changed. The journal is checked
+        after it if any of them asks (claims do, so nothing is sent on a journal that is
+        lost; an outcome written to a journal lost since its claim is caught by the next
+        claim or the end of the run)."""
+        db = self._db
+        if db is None:  # a JournalError: the futures of queued writes end with it
+            raise self._error("is closed")
         try:
-            changed = self._db.execute(sql, params).rowcount
+            if len(writes) == 1:  # autocommit: no BEGIN and COMMIT to run
+                changed = [db.execute(writes[0].sql, writes[0].params).rowcount]
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    changed = [db.execute(w.sql, w.params).rowcount for w in writes]
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             self.check()  # a journal truncated under us reads as "malformed": say so
             raise self._error("cannot be written", exc) from None
-        if check:
+        if any(w.check for w in writes):
             self.check()
         return changed
+
+    # ---------------------------------------------------------------------- group commits
+
+    def _enqueue(self, sql: str, params: tuple[object, ...]) -> asyncio.Future[int | JournalError]:
+        """Queue a write for the next commit: that of the next claim (:meth:`_write`), or
+        the one scheduled for the next pass of the event loop, whichever comes first. The
+        future ends when it is committed, with the rows it changed or the
+        :class:`JournalError` that stopped it (a result, not raised: nobody need be
+        waiting for it)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int | JournalError] = loop.create_future()
+        self._pending.append(_Pending(sql, params, False, future))
+        if self._flushing is None:
+            self._flushing = loop.call_soon(self._flush)
+        return future
+
+    def _flush(self, write: _Pending | None = None) -> int:
+        """Commit the queued writes, and ``write`` if given, in one transaction; resolve
+        the futures of the queued ones; the rows ``write`` changed (raises the
+        :class:`JournalError` that stopped it)."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
+        writes, self._pending = self._pending, []
+        if write is not None:
+            writes.append(write)
+        if not writes:
+            return 0
+        outcome: list[int] | JournalError
+        try:
+            outcome = self._commit(writes)
+        except JournalError as exc:
+            outcome = exc
+        for n, w in enumerate(writes):
+            if w.future is not None and not w.future.done():
+                w.future.set_result(outcome if isinstance(outcome, JournalError) else outcome[n])
+        if isinstance(outcome, JournalError):
+            if write is not None:
+                raise outcome
+            return 0
+        return outcome[-1]
 
     # ---------------------------------------------------------------------- entries
 
@@ -285,6 +365,38 @@ class Journal:
             raise self._error("cannot be read", exc) from None
         return JournalEntry(*row) if row is not None else None
 
+    def is_empty(self) -> bool:
+        """Whether the journal has no entry at all (a run that finds it so need not read
+        an entry before claiming it: the claim itself fails if one appeared since)."""
+        if self._db is None:
+            raise RuntimeError("the journal is closed")
+        try:
+            return self._db.execute("SELECT 1 FROM inputs LIMIT 1").fetchone() is None
+        except sqlite3.Error as exc:
+            self.check()
+            raise self._error("cannot be read", exc) from None
+
+    @staticmethod
+    def _claim_write(
+        key: str, position: int, reference: str | None, seen: JournalEntry | None, takeover: bool
+    ) -> tuple[_Pending, int]:
+        now = time.time()
+        if seen is None:
+            return _Pending(
+                "INSERT INTO inputs (key, position, reference, state, updated_at, version)"
+                " VALUES (?, ?, ?, 'sending', ?, 1) ON CONFLICT(key) DO NOTHING",
+                (key, position, reference, now),
+                True,
+            ), 1
+        return _Pending(
+            "UPDATE inputs SET state = 'sending', position = ?, reference = ?, error = NULL,"
+            " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?"
+            " AND (state IN ('rejected', 'failed')"
+            " OR (? AND state IN ('sending', 'uncertain')))",
+            (position, reference, now, key, seen.version, takeover),
+            True,
+        ), seen.version + 1
+
     def claim(
         self,
         key: str,
@@ -296,29 +408,32 @@ class Journal:
     ) -> int | None:
         """Mark ``key`` as being sent, only if it is unchanged since ``seen`` and unsent.
 
-        One conditional INSERT or UPDATE, its own transaction: it succeeds only if the row
-        is still the one the caller read (``seen``; ``None``: no row yet) and its state
-        allows a send (``rejected``/``failed``; also ``sending``/``uncertain`` with
-        ``takeover``, for ``resend_uncertain``; never ``created``). Returns the claim's
-        version (pass it to :meth:`settle`), or ``None`` if another run changed the row
-        first: read it again.
+        One conditional INSERT or UPDATE, committed before this returns: it succeeds only
+        if the row is still the one the caller read (``seen``; ``None``: no row yet) and
+        its state allows a send (``rejected``/``failed``; also ``sending``/``uncertain``
+        with ``takeover``, for ``resend_uncertain``; never ``created``). Returns the
+        claim's version (pass it to :meth:`settle`), or ``None`` if another run changed
+        the row first: read it again.
         """
-        now = time.time()
-        if seen is None:
-            changed = self._write(
-                "INSERT INTO inputs (key, position, reference, state, updated_at, version)"
-                " VALUES (?, ?, ?, 'sending', ?, 1) ON CONFLICT(key) DO NOTHING",
-                (key, position, reference, now),
-            )
-            return 1 if changed == 1 else None
-        changed = self._write(
-            "UPDATE inputs SET state = 'sending', position = ?, reference = ?, error = NULL,"
-            " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?"
-            " AND (state IN ('rejected', 'failed')"
-            " OR (? AND state IN ('sending', 'uncertain')))",
-            (position, reference, now, key, seen.version, takeover),
+        write, version = self._claim_write(key, position, reference, seen, takeover)
+        return version if self._flush(write) == 1 else None
+
+    @staticmethod
+    def _settle_write(
+        key: str,
+        claim: int,
+        state: str,
+        ticket_id: str | None,
+        status: str | None,
+        issue_key: str | None,
+        error: str | None,
+    ) -> tuple[str, tuple[object, ...]]:
+        return (
+            "UPDATE inputs SET state = ?, ticket_id = COALESCE(?, ticket_id),"
+            " status = COALESCE(?, status), issue_key = COALESCE(?, issue_key), error = ?,"
+            " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?",
+            (state, ticket_id, status, issue_key, error, time.time(), key, claim),
         )
-        return seen.version + 1 if changed == 1 else None
 
     def settle(
         self,
@@ -332,20 +447,51 @@ class Journal:
         error: str | None = None,
     ) -> bool:
         """Record how the send of a claim ended; ``False`` if the claim was taken over."""
-        changed = self._write(
-            "UPDATE inputs SET state = ?, ticket_id = COALESCE(?, ticket_id),"
-            " status = COALESCE(?, status), issue_key = COALESCE(?, issue_key), error = ?,"
-            " updated_at = ?, version = version + 1 WHERE key = ? AND version = ?",
-            (state, ticket_id, status, issue_key, error, time.time(), key, claim),
-            check=False,
-        )
-        return changed == 1
+        sql, params = self._settle_write(key, claim, state, ticket_id, status, issue_key, error)
+        return self._write(sql, params, check=False) == 1
+
+    def settle_grouped(
+        self,
+        key: str,
+        claim: int,
+        state: str,
+        *,
+        ticket_id: str | None = None,
+        status: str | None = None,
+        issue_key: str | None = None,
+        error: str | None = None,
+    ) -> asyncio.Future[int | JournalError]:
+        """:meth:`settle`, queued for the next commit (see :meth:`_enqueue`)."""
+        sql, params = self._settle_write(key, claim, state, ticket_id, status, issue_key, error)
+        return self._enqueue(sql, params)
+
+    _NOTE_TICKET = (
+        "UPDATE inputs SET status = ?, issue_key = COALESCE(?, issue_key), updated_at = ?"
+        " WHERE key = ? AND state = 'created' AND ticket_id = ?"
+    )
 
     def note_ticket(self, key: str, ticket_id: str, status: str, issue_key: str | None) -> None:
         """Store the final status of a created input's ticket."""
-        self._write(
-            "UPDATE inputs SET status = ?, issue_key = COALESCE(?, issue_key), updated_at = ?"
-            " WHERE key = ? AND state = 'created' AND ticket_id = ?",
-            (status, issue_key, time.time(), key, ticket_id),
-            check=False,
-        )
+        params = (status, issue_key, time.time(), key, ticket_id)
+        self._write(self._NOTE_TICKET, params, check=False)
+
+    async def note_ticket_grouped(
+        self, key: str, ticket_id: str, status: str, issue_key: str | None
+    ) -> None:
+        """:meth:`note_ticket`, queued for the next commit; raises the
+        :class:`JournalError` that stopped it."""
+        params = (status, issue_key, time.time(), key, ticket_id)
+        outcome = await self._enqueue(self._NOTE_TICKET, params)
+        if isinstance(outcome, JournalError):
+            raise outcome
+
+
+@attrs.define(slots=True)
+class _Pending:
+    """A write of a group commit: its statement, whether the journal is checked after it
+    (claims), and the future of its outcome (none for a write run at once)."""
+
+    sql: str
+    params: tuple[object, ...]
+    check: bool
+    future: asyncio.Future[int | JournalError] | None = None

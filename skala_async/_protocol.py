@@ -13,6 +13,7 @@ import base64
 import email.utils
 import json
 import math
+import os
 import time
 import unicodedata
 import urllib.parse
@@ -155,14 +156,30 @@ def _text_problems(name: str, value: object, limit: int, *, one_line: bool) -> l
     return problems
 
 
+#: What separates directories in a path here: ``/``, and ``\\`` on Windows only (elsewhere
+#: ``\\`` is an ordinary character of a file name).
+_SEPARATORS = tuple({"/", os.sep, os.altsep or "/"})
+
+
 def clean_filename(name: str) -> str:
     """The name to send: the last path component, without control characters.
 
-    Both separators are stripped whatever the platform (a name from Windows arrives with
-    backslashes), so a local directory never leaves the machine.
+    A path is cut at this platform's separators, so a local directory never leaves the
+    machine while a file's own name (``a\\b.pdf`` on Linux) is sent whole. Names given
+    with ``filename=`` were already cut at both separators when the attachment was made.
     """
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = name
+    for sep in _SEPARATORS:
+        base = base.rsplit(sep, 1)[-1]
     return "".join(c for c in base if unicodedata.category(c) not in ("Cc", "Cs")).strip()
+
+
+def _how_to_name(att: Attachment) -> str:
+    if att.fileobj is not None:
+        return 'Attachment.from_file(f, filename="receipt.pdf")'
+    if att.data is not None:
+        return 'Attachment.from_bytes(data, filename="receipt.pdf")'
+    return 'Attachment.from_path(path, filename="receipt.pdf")'
 
 
 def _fmt_size(n: int) -> str:
@@ -192,14 +209,22 @@ def validate_draft(draft: TicketDraft) -> list[str]:
     if len(draft.files) > MAX_FILES:
         problems.append(f"files: at most {MAX_FILES} attachments (got {len(draft.files)})")
     total = 0
+    seen: dict[str, int] = {}
     for i, att in enumerate(draft.files):
         label = f"files[{i}]"
         name = clean_filename(att.filename)
         if att.problem:
             problems.append(f"{label}: {att.problem}")
         if not name:
-            problems.append(f"{label}: needs a file name")
+            problems.append(f"{label}: needs a file name; give one with {_how_to_name(att)}")
         else:
+            first = seen.setdefault(name.casefold(), i)
+            if first != i:
+                problems.append(
+                    f"{label}: {name!r} is also the name of files[{first}] (names are "
+                    "compared ignoring case); give each attachment its own name with "
+                    f"{_how_to_name(att)}"
+                )
             ext = extension_of(name)
             if ext not in ALLOWED_EXTENSIONS:
                 allowed = " ".join(sorted(ALLOWED_EXTENSIONS))

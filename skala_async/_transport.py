@@ -623,7 +623,12 @@ class Transport:
             error = _aborted(request, failure.error)
         # Raised here, outside the handler: aiohttp's exception (its request_info holds the
         # headers we sent, its proxy URL a password) must not ride along as __context__.
-        raise error
+        # Python 3.10 can still report it as being handled here (inside the coroutine after
+        # `async with` exited on it), so the context is also cleared as the error leaves.
+        try:
+            raise error
+        finally:
+            error.__context__ = None
 
     def _proxy_passwords(self) -> list[str]:
         """The proxy's password as written in its URL and decoded (none: empty)."""

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import hashlib
 import html
 import json
@@ -375,6 +376,16 @@ class _Run:
         self.tracing: Tracing | None = getattr(client, "_tracing", None)
         self.spans: dict[int, Any] = {}
         self.emitted = 0
+        #: The journal had no entry when the run began: an input's entry is not read before
+        #: it is claimed (keys are unique within a run, and the claim, an INSERT only if
+        #: there is no entry, fails if another run wrote one since).
+        self.fresh = False
+        #: Outcomes queued for the next commit whose results are reported once committed.
+        self.reporting: set[asyncio.Future[int | JournalError]] = set()
+        #: Results reported while the queue was full, waiting for room.
+        self.puts: set[asyncio.Future[None]] = set()
+        #: The run was cancelled or ended: results still being settled are not reported.
+        self.ended = False
 
     async def pull(self) -> tuple[int, object] | None:
         async with self.pull_lock:
@@ -412,7 +423,8 @@ class _Run:
             with self.tracing.use(span):
                 await self.one(index, draft)
 
-    async def emit(self, result: BulkResult) -> None:
+    def emitting(self, result: BulkResult) -> None:
+        """Count ``result`` as emitted and end its span; the caller queues it."""
         self.emitted += 1
         if self.tracing is not None and (span := self.spans.pop(result.index, None)):
             if result.reference is not None:
@@ -422,7 +434,43 @@ class _Run:
             span.set_attribute("skala.bulk.from_journal", result.from_journal)
             self.tracing.ended(span, result.outcome.value, result.error)
             span.end()
+
+    async def emit(self, result: BulkResult) -> None:
+        self.emitting(result)
         await self.results.put(result)
+
+    def report_when_settled(
+        self,
+        settling: asyncio.Future[int | JournalError],
+        result: BulkResult,
+        handle: TicketHandle | None,
+    ) -> None:
+        """Report ``result`` once its outcome is committed, without holding the worker: its
+        next claim, made meanwhile, commits both in one transaction."""
+        self.reporting.add(settling)
+        settling.add_done_callback(functools.partial(self._settled_report, result, handle))
+
+    def _settled_report(
+        self,
+        result: BulkResult,
+        handle: TicketHandle | None,
+        settling: asyncio.Future[int | JournalError],
+    ) -> None:
+        self.reporting.discard(settling)
+        if self.ended:  # the run was cancelled: nobody reads results any more
+            return
+        outcome = settling.result()
+        if isinstance(outcome, JournalError):  # the claim stays: a rerun reports it uncertain
+            self.journal_failed(outcome)
+        if result.outcome is BulkOutcome.CREATED and self.start_wait(result, handle):
+            return
+        self.emitting(result)
+        try:
+            self.results.put_nowait(result)
+        except asyncio.QueueFull:  # filled since the worker looked: queue it when there is room
+            put = asyncio.ensure_future(self.results.put(result))
+            self.puts.add(put)
+            put.add_done_callback(self.puts.discard)
 
     def journal_failed(self, exc: JournalError) -> None:
         """Stop sending: the journal cannot record what happens any more."""
@@ -430,31 +478,35 @@ class _Run:
             self.fatal = exc
             log.info("bulk run stopped sending: %s", exc)
 
-    def settle(self, result: BulkResult, claim: int) -> None:
-        """Record in the journal how the send of a claimed input ended."""
-        if self.journal is None:
-            return
+    def settle(self, result: BulkResult, claim: int) -> asyncio.Future[int | JournalError] | None:
+        """Queue the record of how the send of a claimed input ended, for the next commit;
+        the result is reported only once that is done (:meth:`report_when_settled`, or
+        :meth:`settled` first when the results queue is full)."""
+        if self.journal is None or not result.key:
+            return None
         ticket = result.ticket
-        try:
-            self.journal.settle(
-                result.key,
-                claim,
-                result.outcome.value,
-                ticket_id=str(result.ticket_id) if result.ticket_id else None,
-                status=ticket.status.value if ticket else None,
-                issue_key=ticket.issue_key if ticket else None,
-                error=_error_text(result.error) or None,
-            )
-        except JournalError as exc:  # the claim stays: a rerun reports it uncertain
-            self.journal_failed(exc)
+        return self.journal.settle_grouped(
+            result.key,
+            claim,
+            result.outcome.value,
+            ticket_id=str(result.ticket_id) if result.ticket_id else None,
+            status=ticket.status.value if ticket else None,
+            issue_key=ticket.issue_key if ticket else None,
+            error=_error_text(result.error) or None,
+        )
 
-    def note_final(self, result: BulkResult) -> None:
+    async def settled(self, settling: asyncio.Future[int | JournalError]) -> None:
+        outcome = await settling
+        if isinstance(outcome, JournalError):  # the claim stays: a rerun reports it uncertain
+            self.journal_failed(outcome)
+
+    async def note_final(self, result: BulkResult) -> None:
         """Record the final status of a created input's ticket."""
         ticket = result.ticket
         if self.journal is None or not result.key or ticket is None or not ticket.is_final:
             return
         try:
-            self.journal.note_ticket(
+            await self.journal.note_ticket_grouped(
                 result.key, str(ticket.ticket_id), ticket.status.value, ticket.issue_key
             )
         except JournalError as exc:
@@ -526,7 +578,7 @@ class _Run:
                 return
             self.claimed.add(key)
         entry: JournalEntry | None = None
-        if self.journal is not None and key:
+        if self.journal is not None and key and not self.fresh:
             try:
                 entry = self.journal.get(key)
             except JournalError as exc:
@@ -548,7 +600,8 @@ class _Run:
 
         Returns ``(claim, None)`` to send it, or ``(None, result)`` when another run changed
         its entry since it was read (that run's outcome, never a second send), or
-        ``(None, None)`` when the journal failed (nothing is sent any more).
+        ``(None, None)`` when the journal failed (nothing is sent any more). The claim is
+        committed (with the outcomes queued by other workers) before this returns.
         """
         if self.journal is None or not key:
             return 0, None
@@ -573,6 +626,7 @@ class _Run:
         ref = draft.reference
         handle: TicketHandle | None = None
         result: BulkResult | None
+        settling: asyncio.Future[int | JournalError] | None = None
         await self.limit.acquire()
         try:
             if self.fatal is not None:
@@ -593,9 +647,16 @@ class _Run:
                         result = BulkResult(
                             index, key, ref, BulkOutcome.CREATED, handle.ticket_id, handle.ticket
                         )
-                    self.settle(result, claim)
+                    # Queued: committed with the next claim of any worker, or on its own.
+                    settling = self.settle(result, claim)
         finally:
             await self.limit.release()
+        if settling is not None:
+            assert result is not None
+            if not self.results.full():
+                self.report_when_settled(settling, result, handle)
+                return
+            await self.settled(settling)  # recorded before it is reported
         if result is not None:
             await self.report(result, handle)
 
@@ -606,12 +667,15 @@ class _Run:
             await self.emit(result)
 
     async def finish_created(self, result: BulkResult, handle: TicketHandle | None = None) -> None:
+        if not self.start_wait(result, handle):
+            await self.emit(result)
+
+    def start_wait(self, result: BulkResult, handle: TicketHandle | None) -> bool:
+        """Start the wait of a created input, when asked for; ``False``: report it now."""
         if not self.wait or (result.ticket is not None and result.ticket.is_final):
-            await self.emit(result)
-            return
+            return False
         if self.fatal is not None:  # no waits begin once the run is ending
-            await self.emit(result)
-            return
+            return False
         if handle is None:  # from the journal: a handle rebuilt from the id
             assert result.ticket_id is not None
             handle = self.client.ticket_handle(result.ticket_id)
@@ -621,6 +685,7 @@ class _Run:
         self.waiting[task] = result
         task.add_done_callback(self.waits.discard)
         task.add_done_callback(self.waiting.pop)
+        return True
 
     async def wait_for(self, result: BulkResult, handle: TicketHandle) -> None:
         error: BaseException | None = None
@@ -631,7 +696,7 @@ class _Run:
             ticket = handle.ticket
             error = exc
         done = attrs.evolve(result, ticket=ticket, error=error)
-        self.note_final(done)
+        await self.note_final(done)
         await self.emit(done)
 
     async def end_waits(self) -> None:
@@ -660,9 +725,16 @@ class _Run:
                 self.spans.clear()
 
     async def _run(self) -> None:
+        if self.journal is not None:
+            try:
+                self.fresh = self.journal.is_empty()
+            except JournalError as exc:
+                self.journal_failed(exc)
         workers = [asyncio.ensure_future(self.worker()) for _ in range(self.workers)]
         try:
             await asyncio.gather(*workers)
+            while self.reporting:  # the last outcomes: committed on the loop's next pass
+                await asyncio.wait(list(self.reporting))
             while self.waits and self.fatal is None:
                 done, _ = await asyncio.wait(list(self.waits), return_when=FIRST_COMPLETED)
                 for task in done:
@@ -682,9 +754,14 @@ class _Run:
             self._cancelled = True
             raise
         finally:
+            self.ended = True
             for task in workers + list(self.waits):
                 task.cancel()
             await asyncio.gather(*workers, *self.waits, return_exceptions=True)
+            if self._cancelled:
+                for put in self.puts:
+                    put.cancel()
+            await asyncio.gather(*self.puts, return_exceptions=True)
             if not self._cancelled:
                 await self.results.put(None)
 
@@ -709,16 +786,21 @@ async def submit_many(
     check_timeout(wait_timeout, "wait_timeout")
     owned = journal is not None and not isinstance(journal, Journal)
     jr = journal if journal is None or isinstance(journal, Journal) else Journal(journal)
-    run = _Run(
-        client,
-        drafts,
-        concurrency=concurrency,
-        journal=jr,
-        wait=wait,
-        wait_timeout=wait_timeout,
-        resend_uncertain=resend_uncertain,
-    )
-    runner = asyncio.ensure_future(run.run())
+    try:
+        run = _Run(
+            client,
+            drafts,
+            concurrency=concurrency,
+            journal=jr,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            resend_uncertain=resend_uncertain,
+        )
+        runner = asyncio.ensure_future(run.run())
+    except BaseException:
+        if owned and jr is not None:
+            jr.close()  # opened here: never left to the garbage collector
+        raise
     try:
         while (result := await run.results.get()) is not None:
             yield result

@@ -53,6 +53,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ._limits import MIB
+from ._version import __version__
 from ._waiting import DEFAULT_WAIT_TIMEOUT
 from .client import SkalaClient
 from .errors import (
@@ -265,6 +266,8 @@ class _Run:
         self.ticket_id: uuid.UUID | None = None
         self.ticket: Ticket | None = None
         self.phase = ""
+        #: What the command has done so far, said when it is interrupted (bulk's counts).
+        self.interrupted_note: Callable[[], str] | None = None
 
     @property
     def stdout(self) -> TextIO:
@@ -324,11 +327,18 @@ class _Run:
         if self.args.command == "webhooks":
             print("webhook listener stopped", file=self.stderr, flush=True)
             return EXIT_OK
-        if self.args.command == "bulk":
+        info: dict[str, Any] = {"exception": "Interrupted"}
+        if self.args.command == "bulk" and self.args.validate_only:
+            message = "interrupted while checking the file (nothing was sent)"
+        elif self.args.command == "bulk":
             message = (
                 "interrupted; run the same command again to continue from the journal "
                 "(inputs that were being sent are reported uncertain, not resent)"
             )
+            if self.interrupted_note is not None:
+                so_far = self.interrupted_note()
+                message = f"interrupted after: {so_far}; " + message[len("interrupted; ") :]
+                info["so_far"] = so_far
         elif self.phase == "creating":
             message = (
                 "interrupted during the create request: the ticket may or may not exist; "
@@ -341,7 +351,7 @@ class _Run:
             )
         else:
             message = "interrupted"
-        return self.fail(_Failure(EXIT_INTERRUPTED, message, info={"exception": "Interrupted"}))
+        return self.fail(_Failure(EXIT_INTERRUPTED, message, info=info))
 
 
 def _status_line(ticket: Ticket) -> str:
@@ -828,13 +838,20 @@ async def _cmd_sandbox(run: _Run) -> int:
         options["client_id"] = args.client_id
     if args.client_secret:
         options["client_secret"] = args.client_secret
+    if args.customer_id is not None:
+        options["customer_id"] = args.customer_id
     if args.delay is not None:
         options["processing_delay"] = args.delay
     if args.outcome:
         options["outcome"] = args.outcome
     if args.disable_support_tickets:
         options["support_tickets_enabled"] = False
-    sandbox = SkalaSandbox(**options)
+    try:
+        sandbox = SkalaSandbox(**options)
+    except ValueError as exc:
+        raise _Failure(EXIT_USAGE, f"--customer-id: {exc}") from None
+    # Opened now, written on stop: a path that cannot be written fails before serving.
+    record = _open_record(args.record)
     stop = asyncio.Event()
     # Before the banner: once a caller has read the URL, SIGTERM stops us cleanly.
     undo_sigterm = _on_sigterm(stop.set)
@@ -869,9 +886,41 @@ async def _cmd_sandbox(run: _Run) -> int:
         await stop.wait()  # SIGTERM; Ctrl-C arrives as KeyboardInterrupt via asyncio.run
     finally:
         undo_sigterm()
-        await sandbox.close()
+        try:
+            await sandbox.close()
+        finally:
+            if record is not None:
+                _write_record(record, sandbox, run)
     print("sandbox stopped", file=run.stderr, flush=True)
     return EXIT_OK
+
+
+def _open_record(path: str | None) -> TextIO | None:
+    """The ``--record`` file, opened for writing (``None`` without the option)."""
+    if path is None:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise _Failure(EXIT_USAGE, f"--record: cannot write {path!r}: {exc.strerror}") from None
+
+
+def _write_record(f: TextIO, sandbox: SkalaSandbox, run: _Run) -> None:
+    """Write the sandbox's record to the ``--record`` file and close it."""
+    data = sandbox.export_record()
+    try:
+        with f:
+            json.dump(data, f, ensure_ascii=False, indent=1)
+            f.write("\n")
+    except OSError as exc:
+        run.error(f"--record: cannot write {f.name!r}: {exc.strerror or exc}")
+        return
+    count = len(data["requests"])
+    print(
+        terminal_safe(f"record of {count} request(s) written to {f.name}"),
+        file=run.stderr,
+        flush=True,
+    )
 
 
 def _on_sigterm(callback: Callable[[], None]) -> Callable[[], None]:
@@ -993,6 +1042,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         formatter_class=formatter,
         parents=[_common_options(suppress=False)],
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common_options(suppress=True)
     creds = _credential_options()
@@ -1073,6 +1123,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     sandbox = add(
         "sandbox", "serve a local fake of the API until Ctrl-C (prints its URL first)", []
     )
+    sandbox.description = (
+        "serve a local fake of the API until Ctrl-C or SIGTERM (prints its URL first); "
+        "-v logs each request it receives to stderr, --record FILE keeps them as JSON"
+    )
     sandbox.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     sandbox.add_argument("--port", type=_port, default=8000, help="default 8000; 0 picks one")
     sandbox.add_argument(
@@ -1089,6 +1143,17 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         "--disable-support-tickets",
         action="store_true",
         help="answer 403 / 20061, as for an account without the feature",
+    )
+    sandbox.add_argument(
+        "--customer-id",
+        metavar="UUID",
+        help="the id of its customer with an email (default: random); the same id across "
+        "restarts keeps a CSV of tickets for it working",
+    )
+    sandbox.add_argument(
+        "--record",
+        metavar="FILE",
+        help="on stop, write every request received (and the tickets) to FILE as JSON",
     )
     sandbox.add_argument("--client-id", metavar="ID", help="the fake's client id (default: random)")
     sandbox.add_argument(

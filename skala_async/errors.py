@@ -74,19 +74,52 @@ class SkalaError(Exception):
     """Base class of every error this library raises about the API or its input."""
 
 
+class Problems(tuple[str, ...]):
+    """The problems of a :class:`ValidationError`: a tuple of sentences that prints one a line.
+
+    ``print(exc.problems)`` shows each problem on a line of its own; ``repr`` shows one a
+    line too, as a tuple literal. It compares equal to the plain tuple of the same strings.
+    """
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "\n".join(self)
+
+    def __repr__(self) -> str:
+        if not self:
+            return "Problems()"
+        return "Problems((\n" + "".join(f"    {p!r},\n" for p in self) + "))"
+
+
 class ValidationError(SkalaError, ValueError):
     """The input breaks documented limits. Raised before any byte is sent.
 
+    ``str(exc)`` is a heading and every problem, one a line::
+
+        invalid ticket (2 problems):
+          - customer_id: 'nope' is not a UUID
+          - description: must not be empty
+
     Attributes:
         problems: every problem found, each a short sentence naming the field
-            (``"summary: must be at most 240 characters (got 251)"``).
+            (``"summary: must be at most 240 characters (got 251)"``), as :class:`Problems`
+            (a tuple; ``print(exc.problems)`` prints them one a line).
     """
 
     def __init__(self, problems: Sequence[str]) -> None:
-        self.problems: tuple[str, ...] = tuple(problems)
+        if isinstance(problems, str):  # one sentence, never its characters
+            problems = (problems,)
+        self.problems: Problems = Problems(problems)
         count = len(self.problems)
         head = "1 problem" if count == 1 else f"{count} problems"
-        super().__init__(f"invalid ticket ({head}):\n" + "\n".join(f"  - {p}" for p in problems))
+        super().__init__(
+            f"invalid ticket ({head}):\n" + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (to another process) with its problems, not its formatted message.
+        return (type(self), (tuple(self.problems),), self.__dict__)
 
 
 class TransportError(SkalaError):

@@ -127,6 +127,15 @@ def content_type_for(filename: str) -> str:
     return CONTENT_TYPES.get(extension_of(filename), "application/octet-stream")
 
 
+def _given_name(name: str) -> str:
+    """A file name given by the caller, cut after its last ``/`` or ``\\`` on every
+    platform (it may be a path from another system); names read from the local file system
+    are taken as they are."""
+    if not isinstance(cast(object, name), str):
+        raise TypeError(f"filename must be a string, not {type(name).__name__}")
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 @attrs.frozen(repr=False)
 class Attachment:
     """One file to attach to a ticket, streamed from disk, memory or an open binary file.
@@ -135,6 +144,11 @@ class Attachment:
     opened again for every attempt and read in chunks, so a retried request sends the
     same bytes and memory use does not grow with file size. An open file object is read
     from its position at the time the attachment was made, and is never closed by us.
+
+    The name sent is a file's own name: ``a\\b.pdf``, a legal file name on Linux and macOS,
+    is sent whole there. A name given with ``filename=`` may come from another machine (a
+    browser upload from Windows), so it is cut after its last ``/`` or ``\\`` on every
+    platform: no directory of anyone's leaves in it.
 
     Attributes:
         filename: the name sent to the server (a basename, never a directory path).
@@ -170,7 +184,7 @@ class Attachment:
         by ``create_ticket``'s validation together with every other problem.
         """
         p = pathlib.Path(path)
-        name = filename if filename is not None else p.name
+        name = _given_name(filename) if filename is not None else p.name
         size: int | None = None
         problem: str | None = None
         try:
@@ -196,7 +210,8 @@ class Attachment:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         data = bytes(data)
-        return cls(filename, content_type_for(filename), len(data), data=data)
+        name = _given_name(filename)
+        return cls(name, content_type_for(name), len(data), data=data)
 
     @classmethod
     def from_file(cls, fileobj: IO[bytes], *, filename: str | None = None) -> Attachment:
@@ -207,8 +222,9 @@ class Attachment:
         """
         if isinstance(cast(object, fileobj), io.TextIOBase):
             raise TypeError("attachments need a binary file object (open it with 'rb')")
-        name = filename
-        if name is None:
+        if filename is not None:
+            name = _given_name(filename)
+        else:
             raw_name = getattr(fileobj, "name", None)
             name = os.path.basename(raw_name) if isinstance(raw_name, str) else ""
         problem: str | None = None

@@ -18,9 +18,12 @@ Interrupting a call (Ctrl-C, a Jupyter "interrupt") cancels the work in the priv
 
 In a notebook prefer the async client with top-level ``await``. One trap remains: a sync
 call blocks the calling thread, and with it that thread's event loop. So a sync client
-cannot talk to an *async* :class:`~skala_async.testing.SkalaSandbox` started on that same
-loop (the sandbox cannot answer while its loop is blocked); use :class:`Sandbox` from this
-module instead.
+cannot talk to a server that loop serves, such as an *async*
+:class:`~skala_async.testing.SkalaSandbox` started on it (the server cannot answer while its
+loop is blocked). Such a call raises ``RuntimeError`` at once, saying so, instead of waiting
+for a timeout; use :class:`Sandbox` from this module (its own thread) or the async client.
+It is found for a ``SkalaSandbox`` on any loop, and for any other server listening on a
+loopback address when the loop is selector-based (the default on Linux and macOS).
 
 Close with ``close()`` or a ``with`` block; a client that is garbage collected or still open
 at interpreter exit is closed then, quietly.
@@ -39,6 +42,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from . import _loopguard
 from . import client as _async_client
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 
@@ -67,6 +71,9 @@ class _LoopThread:
         self.loop = asyncio.new_event_loop()
         self._lock = threading.Lock()
         self._stopped = False
+        #: Called with the call's name before each blocking call: raises if blocking the
+        #: calling thread cannot end well (see :mod:`skala_async._loopguard`).
+        self.guard: Callable[[str], None] | None = None
         self._thread = threading.Thread(
             target=self._main, name=f"skala-{label.replace(' ', '-')}", daemon=True
         )
@@ -96,12 +103,13 @@ class _LoopThread:
     def stopped(self) -> bool:
         return self._stopped
 
-    def run(self, coro: Coroutine[Any, Any, T], what: str) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], what: str, *, guarded: bool = True) -> T:
         """Run ``coro`` in the private loop; return its result in the calling thread.
 
         Its exception, if any, is raised here unchanged. If the calling thread is
         interrupted (KeyboardInterrupt ...) while waiting, the coroutine is cancelled and
-        given a moment to unwind before the interruption propagates.
+        given a moment to unwind before the interruption propagates. ``guarded``: ask
+        :attr:`guard` first.
         """
         if self.in_loop_thread:
             coro.close()
@@ -113,6 +121,12 @@ class _LoopThread:
         if self._stopped:
             coro.close()
             raise RuntimeError(f"this {self.label} is closed; make a new one")
+        if guarded and self.guard is not None:
+            try:
+                self.guard(what)
+            except BaseException:
+                coro.close()
+                raise
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         started: list[asyncio.Task[T]] = []
 
@@ -371,7 +385,7 @@ def _iterate(runner: _LoopThread, items: AsyncIterator[T], what: str) -> Iterato
     finally:
         aclose = getattr(items, "aclose", None)
         if aclose is not None and not runner.stopped and not runner.in_loop_thread:
-            runner.run(aclose(), what)
+            runner.run(aclose(), what, guarded=False)
 
 
 def _refuse_session(kwargs: dict[str, Any]) -> None:
@@ -417,6 +431,12 @@ class SkalaClient(_OnLoopThread):
         except BaseException:
             runner.stop()
             raise
+        transport = client._transport
+
+        def guard(what: str) -> None:
+            _loopguard.check((client.base_url, transport.proxy), what)
+
+        runner.guard = guard
         self._runner = runner
         self._client = client
         self._finalizer = weakref.finalize(self, _shutdown, runner, client.close)

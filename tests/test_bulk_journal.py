@@ -471,3 +471,17 @@ def test_a_journal_without_claim_versions_is_upgraded_in_place(tmp_path: Path) -
     journal.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         journal.get("ref:a")
+
+
+async def test_a_run_that_cannot_start_closes_the_journal_it_opened(tmp_path: Path) -> None:
+    """A journal opened by submit_many is closed on every path, also when the run fails
+    before it starts (here: a submitter without a bus); not left to the garbage collector,
+    which would hold its lock and warn (ResourceWarning, an error in this suite)."""
+    from skala_async.bulk import submit_many
+
+    path = tmp_path / "journal.sqlite"
+    with pytest.raises(AttributeError):
+        async for _ in submit_many(object(), [], journal=path):  # type: ignore[arg-type]
+            pass  # pragma: no cover
+    journal = Journal(path)  # not locked by the failed run
+    journal.close()

@@ -3,6 +3,7 @@ attachments and with ``wait=True``, waits that time out, and the report's views.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 from pathlib import Path
@@ -19,7 +20,8 @@ def draft(sb: SkalaSandbox, i: int, **kw: object) -> skala.TicketDraft:
 
 
 def journal_rows(path: Path) -> list[tuple[str, str | None]]:
-    with sqlite3.connect(path) as db:
+    # closing(): a connection's own `with` ends a transaction but leaves it open.
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return db.execute("SELECT state, status FROM inputs ORDER BY position").fetchall()
 
 

@@ -146,8 +146,11 @@ def _invalid_drafts(sb_customer: str, tmp: Path) -> dict[str, dict[str, object]]
     exe.write_bytes(b"MZ")
     folder = tmp / "folder.pdf"
     folder.mkdir()
-    ok = tmp / "ok.png"
-    ok.write_bytes(b"png")
+    six = []
+    for i in range(6):
+        ok = tmp / f"ok{i}.png"
+        ok.write_bytes(b"png")
+        six.append(ok)
     return {
         "customer_id not a UUID": {"customer_id": "customer-42"},
         "summary empty": {"summary": "   "},
@@ -155,7 +158,7 @@ def _invalid_drafts(sb_customer: str, tmp: Path) -> dict[str, dict[str, object]]
         "summary two lines": {"summary": "first\nsecond"},
         "description empty": {"description": ""},
         "description too long": {"description": "y" * 5001},
-        "six files": {"files": [ok] * 6},
+        "six files": {"files": six},
         "file over 25 MiB": {"files": [big]},
         "over 50 MiB together": {"files": halves},
         "extension": {"files": [exe]},

@@ -338,10 +338,15 @@ drafts = st.one_of(
 
 
 def _clean(name: str) -> str:
-    """The spec of the name sent: the last component after either separator, without
-    control characters or undecodable bytes, stripped."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(c for c in base if unicodedata.category(c) not in ("Cc", "Cs")).strip()
+    """The spec of the name sent for a name given with ``filename=``: the last component
+    after either separator, without control characters or undecodable bytes, stripped."""
+    return _clean_local(name.replace("\\", "/").rsplit("/", 1)[-1])
+
+
+def _clean_local(name: str) -> str:
+    """The spec of the name sent for a file's own name on disk (``Path.name``): whole (a
+    backslash is part of a Linux file name), without control characters, stripped."""
+    return "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cs")).strip()
 
 
 def _ext(name: str) -> str:
@@ -446,8 +451,8 @@ def materialise(spec: DraftSpec, root: Path) -> Materialised:
             contents.append((f.size, hashlib.sha256(data).hexdigest()))
         elif f.kind == "path":
             disk = _disk_name(f)
-            sent = _clean(disk)
             path = where / disk
+            sent = _clean_local(path.name)
             if f.size >= MIB:  # the 25/50 MiB cases: sparse, all zeros
                 with path.open("wb") as out:
                     out.truncate(f.size)
@@ -471,11 +476,16 @@ def materialise(spec: DraftSpec, root: Path) -> Materialised:
                 path.write_bytes(b"secret")
                 path.chmod(0)
                 unreadable.add(str(path))
-            sent = _clean(name)
+            sent = _clean_local(path.name)
             files.append(path)
             contents.append((0, ""))
             expected.append((label, KIND_PROBLEM[f.kind]))
+        first = next(
+            (j for j, n in enumerate(names) if sent and n.casefold() == sent.casefold()), None
+        )
         names.append(sent)
+        if first is not None:
+            expected.append((label, f"also the name of files[{first}]"))
         if not sent:
             expected.append((label, "needs a file name"))
         elif _ext(sent) not in ALLOWED:

@@ -12,6 +12,7 @@ import http
 import io
 import json
 import os
+import pathlib
 import time
 import uuid
 from collections.abc import Mapping
@@ -281,7 +282,35 @@ class TestFiles:
 
     def test_file_without_a_name(self) -> None:
         problems = problems_of(files=[Attachment.from_bytes(b"x", filename="")])
-        assert problems == ["files[0]: needs a file name"]
+        assert problems == [
+            "files[0]: needs a file name; give one with "
+            'Attachment.from_bytes(data, filename="receipt.pdf")'
+        ]
+
+    def test_file_object_without_a_name_says_how_to_name_it(self) -> None:
+        problems = problems_of(files=[io.BytesIO(b"%PDF")])
+        assert problems == [
+            "files[0]: needs a file name; give one with "
+            'Attachment.from_file(f, filename="receipt.pdf")'
+        ]
+        # ... and the way it names works.
+        named = Attachment.from_file(io.BytesIO(b"%PDF"), filename="receipt.pdf")
+        assert problems_of(files=[named]) == []
+
+    def test_two_files_of_one_name_are_refused(self, tmp_path: pathlib.Path) -> None:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        (tmp_path / "a" / "Scan.pdf").write_bytes(b"1")
+        (tmp_path / "b" / "scan.PDF").write_bytes(b"2")
+        problems = problems_of(
+            files=[tmp_path / "a" / "Scan.pdf", tmp_path / "b" / "scan.PDF", "other.pdf"]
+        )
+        assert problems == [
+            "files[1]: 'scan.PDF' is also the name of files[0] (names are compared ignoring "
+            "case); give each attachment its own name with "
+            'Attachment.from_path(path, filename="receipt.pdf")',
+            "files[2]: 'other.pdf' does not exist",
+        ]
 
     def test_missing_path(self, tmp_path: os.PathLike[str]) -> None:
         problems = problems_of(files=[os.path.join(tmp_path, "nope.pdf")])
@@ -436,8 +465,7 @@ class TestCleanFilename:
         [
             ("report.pdf", "report.pdf"),
             ("/home/alice/secret/report.pdf", "report.pdf"),
-            ("C:\\Users\\alice\\report.pdf", "report.pdf"),
-            ("mixed/dir\\sub/report.pdf", "report.pdf"),
+            ("mixed/dir/sub/report.pdf", "report.pdf"),
             ("../../etc/passwd.png", "passwd.png"),
             ("re\x00po\rrt\n.pdf", "report.pdf"),
             ("tab\there\x1b[31m.pdf", "tabhere[31m.pdf"),
@@ -451,6 +479,19 @@ class TestCleanFilename:
     )
     def test_clean(self, raw: str, clean: str) -> None:
         assert clean_filename(raw) == clean
+
+    @pytest.mark.skipif(os.sep != "/", reason="a backslash separates directories on Windows")
+    def test_a_backslash_is_part_of_a_posix_file_name(self) -> None:
+        assert clean_filename("a\\b.pdf") == "a\\b.pdf"
+        assert clean_filename("/home/alice/a\\b.pdf") == "a\\b.pdf"
+
+    @pytest.mark.parametrize(
+        "given", ["C:\\Users\\alice\\report.pdf", "mixed/dir\\sub/report.pdf", "report.pdf"]
+    )
+    def test_a_given_name_is_cut_at_both_separators(self, given: str) -> None:
+        # filename= may be a path from another system (a browser upload from Windows).
+        assert Attachment.from_bytes(b"x", filename=given).filename == "report.pdf"
+        assert Attachment.from_file(io.BytesIO(b"x"), filename=given).filename == "report.pdf"
 
 
 # =========================================================================== requests
@@ -1083,7 +1124,8 @@ class TestRetryPredicates:
         assert server_delay(_transport(False)) is None
 
     def test_request_body_size(self) -> None:
-        req = create_request(draft(files=[Attachment.from_bytes(b"abc", filename="a.png")] * 2))
+        files = [Attachment.from_bytes(b"abc", filename=name) for name in ("a.png", "b.png")]
+        req = create_request(draft(files=files))
         assert req.body_size == 6
         assert get_request(TID).body_size == 0
 

@@ -28,6 +28,7 @@ import hmac
 import html
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -35,6 +36,7 @@ import secrets
 import ssl
 import string
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +50,7 @@ import attrs
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from skala_async import _cancelsafe
+from skala_async import _cancelsafe, _loopguard
 from skala_async._limits import (
     ALLOWED_EXTENSIONS,
     CREATE_PATH,
@@ -145,6 +147,8 @@ _FAULT_ERROR_TYPES: dict[int, tuple[int, str]] = {
 }
 
 _ANY: EllipsisType = ...
+#: One INFO line per request received (``skala-tickets -v sandbox`` shows them).
+log = logging.getLogger("skala_async.testing.sandbox")
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 )
@@ -560,9 +564,11 @@ class SkalaSandbox:
         self._issue_numbers = itertools.count(_FIRST_ISSUE_NUMBER)
         self._webhook_tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._wall_offset = 0.0  # wall-clock time minus event-loop time, set by start()
         self._idle: asyncio.Event | None = None
         self._webhooks_idle: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
+        self._not_serving: Callable[[], None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._url: str | None = None
         self._state: Literal["new", "running", "closed"] = "new"
@@ -766,6 +772,7 @@ class SkalaSandbox:
             raise RuntimeError("a SkalaSandbox can be started only once")
         self._state = "running"
         self._loop = asyncio.get_running_loop()
+        self._wall_offset = time.time() - self._loop.time()
         self._idle = asyncio.Event()
         self._webhooks_idle = asyncio.Event()
         self._update_idle()
@@ -791,6 +798,8 @@ class SkalaSandbox:
             host = f"[{host}]"
         scheme = "https" if self.ssl_context is not None else "http"
         self._url = f"{scheme}://{host}:{port}"
+        # A sync client called on this loop would block the sandbox: it refuses at once.
+        self._not_serving = _loopguard.serving(self._loop, self._url, "the SkalaSandbox there")
 
     async def close(self) -> None:
         """Stop serving and cancel background work; idempotent."""
@@ -798,6 +807,9 @@ class SkalaSandbox:
             return
         self._state = "closed"
         runner, self._runner = self._runner, None
+        not_serving, self._not_serving = self._not_serving, None
+        if not_serving is not None:
+            not_serving()
         try:
             if runner is not None:
                 await runner.cleanup()
@@ -881,6 +893,39 @@ class SkalaSandbox:
             for r in self._slots
             if r is not None and r.endpoint == endpoint and (status is _ANY or r.status == status)
         )
+
+    def export_record(self) -> dict[str, Any]:
+        """What the sandbox received and did, as JSON-ready data: ``requests`` (each
+        :class:`RecordedRequest`, ``received_at`` as UTC ISO 8601), ``tickets`` (each
+        :class:`SandboxTicket`, with ``created_at`` and ``finished_at`` the same way) and
+        ``webhook_deliveries``. Like the record itself, it holds no secret: no
+        ``Authorization`` header, the token request's ``client_secret`` redacted."""
+
+        def when(loop_time: float | None) -> str | None:
+            if loop_time is None:
+                return None
+            moment = datetime.datetime.fromtimestamp(
+                loop_time + self._wall_offset, datetime.timezone.utc
+            )
+            return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+        requests = []
+        for r in self.requests:
+            item = attrs.asdict(r)
+            item["received_at"] = when(r.received_at)
+            requests.append(item)
+        tickets = []
+        for t in self.tickets.values():
+            item = attrs.asdict(t)
+            item["created_at"] = when(t.created_at)
+            item["finished_at"] = when(t.finished_at)
+            tickets.append(item)
+        return {
+            "url": self._url,
+            "requests": requests,
+            "tickets": tickets,
+            "webhook_deliveries": [d._asdict() for d in self.webhook_deliveries],
+        }
 
     def clear_requests(self) -> None:
         """Forget the recorded requests (requests in flight are still recorded)."""
@@ -1098,6 +1143,8 @@ class SkalaSandbox:
         finally:
             if index >= 0:
                 self._record(index, request, ctx, status)
+            if log.isEnabledFor(logging.INFO):
+                log.info("%s", _request_line(request, ctx, status))
 
     def _check_contract(
         self, request: web.Request, ctx: _Context, response: web.StreamResponse
@@ -1447,7 +1494,12 @@ class SkalaSandbox:
         files = 0
         seen: set[str] = set()
         while True:
-            part = await reader.next()
+            try:
+                part = await reader.next()
+            except aiohttp.multipart.BadContentDispositionHeader:
+                # aiohttp warns and reads no name; under warnings-as-errors (a test suite's
+                # `-W error`) the warning is raised here instead: the same refusal either way.
+                raise ValueError("a part has no name in its Content-Disposition") from None
             if part is None:
                 break
             if isinstance(part, aiohttp.MultipartReader):
@@ -1541,6 +1593,29 @@ class SkalaSandbox:
                     "description",
                     f"Ensure this field has no more than {MAX_DESCRIPTION_CHARS} characters.",
                 )
+
+
+def _request_line(request: web.Request, ctx: _Context, status: int | None) -> str:
+    """One line for the log: method, path, answer, and what a create or a GET carried."""
+    answer = str(status) if status is not None else "dropped"
+    parts = [request.method, request.path, answer, ctx.endpoint]
+    if ctx.fault:
+        parts.append(f"fault={ctx.fault}")
+    if ctx.endpoint == "create":
+        for name in ("customerId", "summary"):
+            value = ctx.fields.get(name)
+            if value is not None:
+                shown = value if len(value) <= 60 else value[:57] + "..."
+                parts.append(f"{name}={shown!r}")
+        if ctx.files:
+            names = ", ".join(f"{f.filename!r} {f.size} B" for f in ctx.files)
+            parts.append(f"files=[{names}]")
+    if ctx.ticket_id:
+        parts.append(f"ticket={ctx.ticket_id}")
+    request_id = request.get(_REQUEST_ID)
+    if request_id:
+        parts.append(str(request_id))
+    return " ".join(parts)
 
 
 def _status_phrase(status: int) -> str:

@@ -62,13 +62,16 @@ def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole site, built once for this module from the repository's mkdocs.yml."""
+    """The whole site, built once for this module from the repository's mkdocs.yml (a
+    subprocess of several seconds: the tests that use it are ``slow``, run once, in the
+    coverage run)."""
     out = tmp_path_factory.mktemp("site")
     result = _mkdocs_build(ROOT / "mkdocs.yml", out)
     assert result.returncode == 0, result.stdout + result.stderr
     return out
 
 
+@pytest.mark.slow
 def test_site_builds_strict_with_every_page(site: Path) -> None:
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
     assert config["strict"] is True
@@ -88,6 +91,7 @@ def test_site_builds_strict_with_every_page(site: Path) -> None:
         assert (site / page.replace(".md", ".html")).is_file(), page
 
 
+@pytest.mark.slow
 def test_api_reference_documents_every_public_module(site: Path) -> None:
     text = "".join(p.read_text(encoding="utf-8") for p in (site / "reference").glob("*.html"))
     for module in PUBLIC_MODULES:
@@ -132,6 +136,7 @@ class _Fetched(html.parser.HTMLParser):
             self.urls += re.findall(r"url\(([^)]*)\)", values["style"] or "")
 
 
+@pytest.mark.slow
 def test_built_site_fetches_nothing_from_other_hosts(site: Path) -> None:
     remote = re.compile(r"""^\s*['"]?(https?:)?//""", re.IGNORECASE)
     pages = list(site.rglob("*.html"))
@@ -171,6 +176,7 @@ def _copy_with_pages(tmp_path: Path, pages: dict[str, str]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_the_same_setup_without_a_break_builds(tmp_path: Path) -> None:
     page = "# Other\n\nSee [the home page](index.md#section).\n\n::: skala_async.Ticket\n"
     result = _mkdocs_build(_copy_with_pages(tmp_path, {"other.md": page}), tmp_path / "site")
@@ -180,6 +186,7 @@ def test_the_same_setup_without_a_break_builds(tmp_path: Path) -> None:
     assert 'href="index.html#section"' in built
 
 
+@pytest.mark.slow
 def test_broken_links_fail_the_build(tmp_path: Path) -> None:
     pages = {
         "page.md": "# A\n\nSee [a page](missing.md).\n",
@@ -196,6 +203,7 @@ def test_broken_links_fail_the_build(tmp_path: Path) -> None:
     assert "Aborted with 4 warnings in strict mode" in output, output
 
 
+@pytest.mark.slow
 def test_a_missing_api_object_fails_the_build(tmp_path: Path) -> None:
     page = "# Other\n\n::: skala_async.NoSuchThing\n"
     result = _mkdocs_build(_copy_with_pages(tmp_path, {"other.md": page}), tmp_path / "site")

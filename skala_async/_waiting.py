@@ -303,6 +303,11 @@ class TicketHandle:
         """
         ticket = self.ticket
         at = self.accepted_wall
+        if ticket is not None and not (
+            _fits(ticket.status.value, _MAX_STATUS)
+            and (ticket.issue_key is None or _fits(ticket.issue_key, _MAX_KEY))
+        ):
+            ticket = None  # a state no token can hold: the resumed wait asks at once
         fields = {
             "id": str(self.ticket_id),
             "at": None if at is None else round(at, 3),
@@ -675,7 +680,10 @@ RESUME_PREFIX = "skw1"
 _FAMILY = re.compile(r"skw(\d+)\Z")
 _B64 = re.compile(r"[A-Za-z0-9_-]+\Z")
 #: Longer than any token this version writes; longer input is refused before decoding.
-MAX_RESUME_TOKEN = 512
+MAX_RESUME_TOKEN = 4096
+#: The longest status and issue key a token keeps (longer ones are not kept).
+_MAX_STATUS = 64
+_MAX_KEY = 256
 #: An acceptance time this far ahead of this machine's clock is refused (clock skew
 #: between machines is tolerated up to it).
 MAX_CLOCK_SKEW = 300.0
@@ -726,11 +734,16 @@ def _number(value: object, name: str, *, upper: float) -> float | None:
     return number
 
 
+def _fits(value: object, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
 def _text(value: object, name: str, limit: int) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+    if not _fits(value, limit):
         raise _bad(f"{name} is not a short printable string")
+    assert isinstance(value, str)
     return value
 
 
@@ -772,8 +785,8 @@ def decode_resume_token(token: object, *, now: float | None = None) -> dict[str,
         raise _bad("its ticket id is not a UUID")
     clock = time.time() if now is None else now
     at = _number(fields["at"], "the acceptance time", upper=clock + MAX_CLOCK_SKEW)
-    status = _text(fields["st"], "the status", 64)
-    issue_key = _text(fields["key"], "the issue key", 256)
+    status = _text(fields["st"], "the status", _MAX_STATUS)
+    issue_key = _text(fields["key"], "the issue key", _MAX_KEY)
     if status is None and issue_key is not None:
         raise _bad("it has an issue key without a status")
     following = _number(fields["next"], "the schedule point", upper=_MAX_SCHEDULE)

@@ -137,6 +137,30 @@ async def test_a_final_state_in_the_token_ends_the_wait_without_a_request(
     assert len(skala_sandbox.requests) == count  # not even a token request
 
 
+@pytest.mark.parametrize(
+    ("status", "issue_key", "kept"),
+    [
+        ("CREATED", "SUP-" + "9" * 252, True),  # the longest issue key a token keeps
+        ("ÉTAT_INCONNU" * 5, "ñ" * 256, True),  # escaped in the JSON: the longest token
+        ("CREATED", "SUP-" + "9" * 253, False),
+        ("X" * 65, None, False),
+        ("CREATED", "SUP-1\x00", False),
+    ],
+)
+async def test_any_state_seen_gives_a_token_that_resumes(
+    skala_sandbox: SkalaSandbox, status: str, issue_key: str | None, kept: bool
+) -> None:
+    """A server's status or issue key no token can hold is left out, never a token that
+    resume() would refuse."""
+    async with sandbox_client(skala_sandbox) as client:
+        handle = await client.create_ticket(skala_sandbox.customer_id, "State", "Body")
+        handle.ticket = skala.Ticket(handle.ticket_id, skala.TicketStatus(status), issue_key)
+        token = handle.resume_token()
+        assert len(token) <= MAX_RESUME_TOKEN
+        resumed = client.resume(token)
+    assert resumed.ticket == (handle.ticket if kept else None)
+
+
 async def test_token_of_a_rebuilt_handle_polls_at_once(skala_sandbox: SkalaSandbox) -> None:
     async with sandbox_client(skala_sandbox) as client:
         handle = await client.create_ticket(skala_sandbox.customer_id, "Rebuilt", "Body")

@@ -299,7 +299,9 @@ class TicketHandle:
         resumed wait without a request.
 
         It holds no secret (no token, no credentials), only the above; it is versioned,
-        and at most a few hundred characters. Store it where you would store the id.
+        usually about 150 characters and never over 4,096. Store it where you would store
+        the id. A status or issue key too long or odd for a token (over 64 or 256
+        characters, or not printable) is left out: the resumed wait then asks at once.
         """
         ticket = self.ticket
         at = self.accepted_wall

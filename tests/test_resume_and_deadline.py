@@ -543,3 +543,60 @@ def test_sync_twins() -> None:
             sb.customer_id, "Sync", "Body", timeout=20, poll=skala.PollPolicy(first_delay=0.05)
         )
         assert ticket.issue_key
+
+
+def _with_sum(payload: bytes) -> str:
+    from skala_async._waiting import _check_sum
+
+    return f"skw1.{_b64(payload)}.{_b64(_check_sum(payload))}"
+
+
+@pytest.mark.parametrize(
+    "payload", [b"\xff\xfe", b"{", b'{"id": NaN}', b"null"], ids=["binary", "cut", "nan", "null"]
+)
+async def test_well_summed_garbage_is_refused(skala_sandbox: SkalaSandbox, payload: bytes) -> None:
+    async with sandbox_client(skala_sandbox) as client:
+        with pytest.raises(ValueError, match="resume token"):
+            client.resume(_with_sum(payload))
+
+
+def test_done_between_notebook_cells() -> None:
+    """done() with no loop running (between cells): it still reads what the client heard."""
+    sandbox = SkalaSandbox()
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(sandbox.start())
+        client = sandbox_client(sandbox)
+        handle = loop.run_until_complete(client.create_ticket(sandbox.customer_id, "S", "B"))
+        loop.run_until_complete(sandbox.wait_until_processed(timeout=20))
+        assert handle.done() is False
+        loop.run_until_complete(client.ticket_handle(handle.ticket_id).refresh())
+        assert handle.done() is True
+        assert handle.ticket is not None
+        assert handle.ticket.issue_key
+        assert handle.finished_at is None  # no loop clock to read it from
+        loop.run_until_complete(client.close())
+        loop.run_until_complete(sandbox.close())
+    finally:
+        loop.close()
+
+
+async def test_a_create_that_used_the_whole_budget(
+    skala_sandbox: SkalaSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 202 came just as the budget ended: WaitTimeoutError at once, no GET."""
+    async with sandbox_client(skala_sandbox) as client:
+        submit = client._submit
+
+        async def slow_submit(*args: object) -> skala.TicketHandle:
+            handle = await submit(*args)  # type: ignore[arg-type]
+            await asyncio.sleep(0.4)  # the rest of the budget goes before the wait
+            return handle
+
+        monkeypatch.setattr(client, "_submit", slow_submit)
+        with pytest.raises(skala.WaitTimeoutError) as caught:
+            await client.create_and_wait(skala_sandbox.customer_id, "Edge", "Body", timeout=0.3)
+    assert caught.value.handle is not None
+    assert caught.value.ticket is not None
+    assert caught.value.ticket.status is skala.TicketStatus.PENDING
+    assert skala_sandbox.requests_to("get") == []

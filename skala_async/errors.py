@@ -34,7 +34,9 @@ token among them). Programming mistakes such as using a closed client raise plai
 
 Secrets never appear in a message: errors hold the server's answer and the request's
 method and path, never headers that were sent; nothing reachable from an error (its
-attributes, ``__cause__``, ``__context__``, ``__notes__``) holds one.
+attributes, ``__cause__``, ``__context__``, ``__notes__``) holds one. The one live object
+an error carries is :attr:`WaitTimeoutError.handle`, a handle of your own client (to wait
+again); its ``resume_token()`` holds no secret either.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._waiting import TicketHandle
     from .models import Ticket
 
 __all__ = [
@@ -345,9 +348,18 @@ class WaitTimeoutError(SkalaError, TimeoutError):
     Attributes:
         ticket: the last :class:`~skala_async.Ticket` seen (``None`` if no poll succeeded).
         timeout: the deadline, in seconds.
+        handle: the :class:`~skala_async.TicketHandle` whose wait ended: wait on it again,
+            or save ``handle.resume_token()`` to continue the wait elsewhere.
     """
 
-    def __init__(self, ticket_id: object, timeout: float, ticket: Ticket | None) -> None:
+    def __init__(
+        self,
+        ticket_id: object,
+        timeout: float,
+        ticket: Ticket | None,
+        *,
+        handle: TicketHandle | None = None,
+    ) -> None:
         status = ticket.status.value if ticket is not None else "unknown"
         super().__init__(
             f"ticket {ticket_id} still {status} after {timeout:g} s "
@@ -355,6 +367,7 @@ class WaitTimeoutError(SkalaError, TimeoutError):
         )
         self.ticket = ticket
         self.timeout = timeout
+        self.handle = handle
 
 
 class JournalError(SkalaError):

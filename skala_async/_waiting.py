@@ -539,7 +539,12 @@ class TicketHandle:
             asked_at = plan.asked_at
             asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
             if deadline is not None and now >= deadline and asked_last:
-                raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket, handle=self)
+                raise WaitTimeoutError(
+                    self.ticket_id,
+                    timeout or 0.0,
+                    self.ticket,
+                    resume_token=self.resume_token(),
+                )
             due = plan.next_poll
             if not asked_last and last_call is not None:
                 due = min(due, last_call)  # and once more just before the deadline

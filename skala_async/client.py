@@ -551,7 +551,12 @@ class SkalaClient:
         left = deadline - loop.time()
         if left <= 0:
             # The 202 itself was the last word, heard just now: no time to ask again.
-            raise WaitTimeoutError(handle.ticket_id, timeout or 0.0, handle.ticket, handle=handle)
+            raise WaitTimeoutError(
+                handle.ticket_id,
+                timeout or 0.0,
+                handle.ticket,
+                resume_token=handle.resume_token(),
+            )
         try:
             return await handle.wait_until_created(
                 left, raise_on_failure=raise_on_failure, poll=poll, retry=retry
@@ -559,7 +564,7 @@ class SkalaClient:
         except WaitTimeoutError as exc:
             # The budget of the whole job, not what was left of it for the wait.
             raise WaitTimeoutError(
-                handle.ticket_id, timeout or 0.0, exc.ticket, handle=handle
+                handle.ticket_id, timeout or 0.0, exc.ticket, resume_token=exc.resume_token
             ) from None
 
     def submit_many(

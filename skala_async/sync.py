@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from . import _loopguard
 from . import client as _async_client
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
-from .errors import WaitTimeoutError
 
 if TYPE_CHECKING:
     from ._backoff import PollPolicy, RetryPolicy
@@ -574,28 +573,23 @@ class SkalaClient(_OnLoopThread):
         """Create a ticket and block until its outcome, all within one ``timeout``.
 
         See :meth:`skala_async.SkalaClient.create_and_wait` for how the budget is spent
-        and what is raised when it runs out. A :class:`~skala_async.WaitTimeoutError`
-        carries a :class:`SyncTicketHandle` as its ``handle``.
+        and what is raised when it runs out: a :class:`~skala_async.WaitTimeoutError`
+        carries the wait's ``resume_token`` (``client.resume(exc.resume_token)``).
         """
-        try:
-            return self._runner.run(
-                self._client.create_and_wait(
-                    customer_id,
-                    summary,
-                    description,
-                    files,
-                    timeout=timeout,
-                    raise_on_failure=raise_on_failure,
-                    progress=progress,
-                    retry=retry,
-                    poll=poll,
-                ),
-                "create_and_wait()",
-            )
-        except WaitTimeoutError as exc:
-            if isinstance(exc.handle, TicketHandle):
-                exc.handle = SyncTicketHandle(exc.handle, self._runner)  # type: ignore[assignment]
-            raise
+        return self._runner.run(
+            self._client.create_and_wait(
+                customer_id,
+                summary,
+                description,
+                files,
+                timeout=timeout,
+                raise_on_failure=raise_on_failure,
+                progress=progress,
+                retry=retry,
+                poll=poll,
+            ),
+            "create_and_wait()",
+        )
 
     def submit_many(self, drafts: Iterable[TicketDraft], **options: Any) -> Iterator[BulkResult]:
         """Create many tickets concurrently; yield a result as each input ends.

@@ -76,7 +76,8 @@ async def test_resumed_wait_continues_the_schedule_not_the_first_poll(
         handle = await first.create_ticket(skala_sandbox.customer_id, "Resume", "Body")
         with pytest.raises(skala.WaitTimeoutError) as caught:
             await handle.wait_until_created(timeout=0.5)
-        assert caught.value.handle is handle
+        # the error carries the wait's resume token (a string: no live object, no secret)
+        assert caught.value.resume_token == handle.resume_token()
         token = handle.resume_token()
     assert _fields(token)["next"] == pytest.approx(20.05)
     before = _gets(skala_sandbox, handle.ticket_id)
@@ -427,11 +428,12 @@ async def test_the_create_spends_from_the_same_budget(
         assert exc.timeout == 1.0
         assert exc.ticket is not None
         assert exc.ticket.status is skala.TicketStatus.PENDING
-        assert isinstance(exc.handle, skala.TicketHandle)
+        assert isinstance(exc.resume_token, str)
         (ticket_id,) = skala_sandbox.tickets
-        assert str(exc.handle.ticket_id) == ticket_id
-        # The handle goes on waiting, with a budget of its own now.
-        ticket = await exc.handle.wait_until_created(timeout=20)
+        resumed = client.resume(exc.resume_token)
+        assert str(resumed.ticket_id) == ticket_id
+        # The wait goes on from its token, with a budget of its own now.
+        ticket = await resumed.wait_until_created(timeout=20)
     assert ticket.issue_key
     statuses = [r.status for r in skala_sandbox.requests_to("create")]
     assert statuses == ([429, 202] if endpoint == "create" and fault.status else [202])
@@ -475,11 +477,13 @@ async def test_slow_processing_asks_once_more_before_the_deadline(
     async with sandbox_client(skala_sandbox, poll=SLOW) as client:
         with pytest.raises(skala.WaitTimeoutError) as caught:
             await client.create_and_wait(skala_sandbox.customer_id, "Slow", "Body", timeout=0.5)
-    handle = caught.value.handle
-    assert handle is not None
-    assert _gets(skala_sandbox, handle.ticket_id) == 1  # SLOW never polls this soon
+    token = caught.value.resume_token
+    assert token is not None
+    ticket_id = caught.value.ticket_id
+    assert _gets(skala_sandbox, ticket_id) == 1  # SLOW never polls this soon
     assert "after 0.5 s" in str(caught.value)
-    assert not handle.done()
+    async with sandbox_client(skala_sandbox, poll=SLOW) as other:
+        assert not other.resume(token).done()
 
 
 async def test_create_and_wait_bad_input_sends_nothing(skala_sandbox: SkalaSandbox) -> None:
@@ -529,10 +533,11 @@ def test_sync_twins() -> None:
     ):
         with pytest.raises(skala.WaitTimeoutError) as caught:
             client.create_and_wait(sb.customer_id, "Sync", "Body", timeout=0.5)
-        handle = caught.value.handle
+        token = caught.value.resume_token
+        assert token is not None
+        handle = client.resume(token)
         assert isinstance(handle, sync.SyncTicketHandle)
         assert handle.done() is False
-        token = handle.resume_token()
         sb.complete(str(handle.ticket_id))
         resumed = client.resume(token)
         assert resumed.refresh().issue_key
@@ -596,7 +601,7 @@ async def test_a_create_that_used_the_whole_budget(
         monkeypatch.setattr(client, "_submit", slow_submit)
         with pytest.raises(skala.WaitTimeoutError) as caught:
             await client.create_and_wait(skala_sandbox.customer_id, "Edge", "Body", timeout=0.3)
-    assert caught.value.handle is not None
+    assert caught.value.resume_token is not None
     assert caught.value.ticket is not None
     assert caught.value.ticket.status is skala.TicketStatus.PENDING
     assert skala_sandbox.requests_to("get") == []

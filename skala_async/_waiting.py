@@ -17,8 +17,15 @@ is inline, and the bus holds a lone waiter's future without a container.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import html
+import json
 import logging
+import math
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -197,16 +204,27 @@ class TicketHandle:
         ticket: Ticket | None = None,
         *,
         accepted_at: float | None = None,
+        accepted_wall: float | None = None,
     ) -> None:
         self._waits = waits
         self.ticket_id = ticket_id
         self.ticket = ticket
         #: Event-loop time the 202 arrived (``None`` for a rebuilt handle).
         self.accepted_at = accepted_at
+        #: Wall-clock time (``time.time()``) the 202 arrived: what a resume token keeps,
+        #: since event-loop time means nothing in another process.
+        self.accepted_wall = (
+            accepted_wall if accepted_wall is not None or accepted_at is None else time.time()
+        )
         #: Event-loop time a final status was first seen.
         self.finished_at: float | None = None
         #: GETs this handle has made.
         self.polls = 0
+        #: The schedule's latest point (seconds since acceptance), for a resume token.
+        self._schedule: float | None = None
+        #: Whether the next wait continues from ``_schedule`` (a resumed handle) instead
+        #: of drawing a first poll.
+        self._continue = False
 
     @property
     def status(self) -> TicketStatus | None:
@@ -244,6 +262,75 @@ class TicketHandle:
             for k, v in rows
         )
         return f"<table class='skala-ticket-handle'>{body}</table>"
+
+    def done(self) -> bool:
+        """Whether a final status (``CREATED`` or ``FAILED``) is known, without waiting.
+
+        No request and no wait: it reads what this handle last saw and what the client
+        already heard about the ticket in this process (a webhook, another handle's GET,
+        news a ``RedisBus`` delivered). When the client knows, the handle takes that
+        ticket (``handle.ticket``). ``False`` means "not known here yet", not "pending":
+        :meth:`refresh` asks the API.
+        """
+        if self.ticket is not None and self.ticket.is_final:
+            return True
+        kept_here = getattr(self._waits.bus, "kept_here", None)
+        known = kept_here(self.ticket_id) if callable(kept_here) else None
+        if known is None or not known.ticket.is_final:
+            return False
+        try:
+            now: float | None = asyncio.get_running_loop().time()
+        except RuntimeError:  # called between notebook cells, or from another thread
+            now = None
+        self.ticket = known.ticket
+        if now is not None and self.finished_at is None:
+            self.finished_at = now
+        return True
+
+    def resume_token(self) -> str:
+        """An opaque, URL-safe string to continue this wait in another process.
+
+        :meth:`SkalaClient.resume` turns it back into a handle whose wait continues the
+        same schedule: it keeps the ticket id, the wall-clock time the ticket was
+        accepted, the last state seen and the next point of the polling schedule. A wait
+        resumed after a restart therefore does not start again from the first poll: it
+        polls at once if the scheduled point passed meanwhile, else at that point, and
+        then on the schedule of a ticket that old. A final state in the token ends the
+        resumed wait without a request.
+
+        It holds no secret (no token, no credentials), only the above; it is versioned,
+        usually about 150 characters and never over 4,096. Store it where you would store
+        the id. A status or issue key too long or odd for a token (over 64 or 256
+        characters, or not printable) is left out: the resumed wait then asks at once.
+        """
+        ticket = self.ticket
+        at = self.accepted_wall
+        if ticket is not None and not (
+            _fits(ticket.status.value, _MAX_STATUS)
+            and (ticket.issue_key is None or _fits(ticket.issue_key, _MAX_KEY))
+        ):
+            ticket = None  # a state no token can hold: the resumed wait asks at once
+        fields = {
+            "id": str(self.ticket_id),
+            "at": None if at is None else round(at, 3),
+            "st": None if ticket is None else ticket.status.value,
+            "key": None if ticket is None else ticket.issue_key,
+            "next": None if at is None or self._schedule is None else round(self._schedule, 3),
+        }
+        return encode_resume_token(fields)
+
+    @classmethod
+    def _resumed(cls, waits: Waits, token: str) -> TicketHandle:
+        """The handle a resume token describes (see :meth:`SkalaClient.resume`)."""
+        fields = decode_resume_token(token)
+        ticket_id = uuid.UUID(fields["id"])
+        ticket = None
+        if fields["st"] is not None:
+            ticket = Ticket(ticket_id, TicketStatus(fields["st"]), fields["key"])
+        handle = cls(waits, ticket_id, ticket, accepted_wall=fields["at"])
+        handle._schedule = fields["next"]
+        handle._continue = fields["next"] is not None
+        return handle
 
     def _see(self, ticket: Ticket, now: float) -> bool:
         """Record ``ticket``; True if the status changed."""
@@ -396,11 +483,21 @@ class TicketHandle:
             if known is not None:
                 self._see(known.ticket, loop.time())
         now = loop.time()
+        if self.accepted_at is None and self.accepted_wall is not None:
+            # Resumed in this process: acceptance on this loop's clock (never later than
+            # now, whatever the two machines' clocks say).
+            self.accepted_at = now - max(0.0, time.time() - self.accepted_wall)
         # Slow fallback polling while webhooks arrive (read again after each poll).
         policy = poll or waits.policy()
         start = self.accepted_at if self.accepted_at is not None else now
-        # The schedule, in seconds since acceptance, with this wait's random phase.
-        scheduled = policy.first_poll()
+        # The schedule, in seconds since acceptance, with this wait's random phase (or
+        # where a resumed wait's schedule stood).
+        if self._continue and self._schedule is not None:
+            scheduled = self._schedule
+            self._continue = False
+        else:
+            scheduled = policy.first_poll()
+        self._schedule = scheduled
         # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
         next_poll = start + scheduled if self.ticket is not None else now
         deadline = None if timeout is None else now + timeout
@@ -442,7 +539,12 @@ class TicketHandle:
             asked_at = plan.asked_at
             asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
             if deadline is not None and now >= deadline and asked_last:
-                raise WaitTimeoutError(self.ticket_id, timeout or 0.0, self.ticket)
+                raise WaitTimeoutError(
+                    self.ticket_id,
+                    timeout or 0.0,
+                    self.ticket,
+                    resume_token=self.resume_token(),
+                )
             due = plan.next_poll
             if not asked_last and last_call is not None:
                 due = min(due, last_call)  # and once more just before the deadline
@@ -462,6 +564,7 @@ class TicketHandle:
                     if bus.policy_generation != generation:
                         # Webhooks stopped: leave the slow fallback schedule at once.
                         plan.reschedule(poll or waits.policy(), loop.time())
+                        self._schedule = plan.scheduled
                     continue
                 self._see(news, loop.time())
                 if how is not None:
@@ -512,6 +615,7 @@ class TicketHandle:
                         await bus.check_missed(self.ticket_id)
                     self._see(ticket, loop.time())
                 plan.advance(poll or waits.policy(), loop.time(), retry_after)
+                self._schedule = plan.scheduled
             if ticket is None:
                 continue
             if watch is None:
@@ -574,3 +678,125 @@ class _Plan:
         fresh = policy.next_poll(policy.first_poll(), now - self.start)
         self.scheduled = min(self.next_poll - self.start, fresh)
         self.next_poll = self.start + self.scheduled
+
+
+# ------------------------------------------------------------------ resume tokens
+
+#: The version prefix of resume tokens this version writes and reads.
+RESUME_PREFIX = "skw1"
+_FAMILY = re.compile(r"skw(\d+)\Z")
+_B64 = re.compile(r"[A-Za-z0-9_-]+\Z")
+#: Longer than any token this version writes; longer input is refused before decoding.
+MAX_RESUME_TOKEN = 4096
+#: The longest status and issue key a token keeps (longer ones are not kept).
+_MAX_STATUS = 64
+_MAX_KEY = 256
+#: An acceptance time this far ahead of this machine's clock is refused (clock skew
+#: between machines is tolerated up to it).
+MAX_CLOCK_SKEW = 300.0
+#: No schedule point lies this far from acceptance (about 30 years, in seconds).
+_MAX_SCHEDULE = 1e9
+_FIELDS = ("id", "at", "st", "key", "next")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    if not _B64.match(text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _check_sum(payload: bytes) -> bytes:
+    # Against corruption and truncation, not forgery: a token grants nothing.
+    return hashlib.sha256(b"skala_async resume token\0" + payload).digest()[:6]
+
+
+def encode_resume_token(fields: dict[str, Any]) -> str:
+    """``skw1.<base64url JSON>.<base64url checksum>``."""
+    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return f"{RESUME_PREFIX}.{_b64(payload)}.{_b64(_check_sum(payload))}"
+
+
+def _bad(why: str) -> ValueError:
+    return ValueError(f"not a valid resume token: {why}")
+
+
+def _no_constant(name: str) -> Any:
+    raise _bad(f"{name} is not a number")
+
+
+def _number(value: object, name: str, *, upper: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _bad(f"{name} is not a number")
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise _bad(f"{name} is negative or not finite")
+    if number > upper:
+        raise _bad(f"{name} lies too far in the future")
+    return number
+
+
+def _fits(value: object, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+def _text(value: object, name: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    if not _fits(value, limit):
+        raise _bad(f"{name} is not a short printable string")
+    assert isinstance(value, str)
+    return value
+
+
+def decode_resume_token(token: object, *, now: float | None = None) -> dict[str, Any]:
+    """The checked fields of a token; ``ValueError`` for anything this version did not
+    write (truncated, corrupted, another version, another kind of string)."""
+    if not isinstance(token, str):
+        raise TypeError(f"a resume token is a str, not {type(token).__name__}")
+    if len(token) > MAX_RESUME_TOKEN:
+        raise _bad(f"{len(token)} characters, more than any token has")
+    parts = token.split(".")
+    family = _FAMILY.match(parts[0])
+    if family is not None and parts[0] != RESUME_PREFIX:
+        raise ValueError(
+            f"resume token version {family.group(1)} is not one this version of "
+            f"skala_async reads (it reads {RESUME_PREFIX!r} tokens)"
+        )
+    if family is None or len(parts) != 3:
+        raise _bad(f"it does not have the form {RESUME_PREFIX}.<data>.<checksum>")
+    try:
+        payload = _unb64(parts[1])
+        checksum = _unb64(parts[2])
+    except (ValueError, binascii.Error):
+        raise _bad("it is not base64url (truncated or altered?)") from None
+    if checksum != _check_sum(payload):
+        raise _bad("its checksum does not match (truncated or altered?)")
+    try:
+        fields = json.loads(payload.decode("ascii"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _bad("its data is not what this version writes") from None
+    if not isinstance(fields, dict) or sorted(fields) != sorted(_FIELDS):
+        raise _bad("its data is not what this version writes")
+    raw_id = fields["id"]
+    try:
+        ticket_id = uuid.UUID(raw_id) if isinstance(raw_id, str) else None
+    except ValueError:
+        ticket_id = None
+    if ticket_id is None or str(ticket_id) != raw_id:
+        raise _bad("its ticket id is not a UUID")
+    clock = time.time() if now is None else now
+    at = _number(fields["at"], "the acceptance time", upper=clock + MAX_CLOCK_SKEW)
+    status = _text(fields["st"], "the status", _MAX_STATUS)
+    issue_key = _text(fields["key"], "the issue key", _MAX_KEY)
+    if status is None and issue_key is not None:
+        raise _bad("it has an issue key without a status")
+    following = _number(fields["next"], "the schedule point", upper=_MAX_SCHEDULE)
+    if following is not None and at is None:
+        raise _bad("it has a schedule point without an acceptance time")
+    return {"id": raw_id, "at": at, "st": status, "key": issue_key, "next": following}

@@ -44,12 +44,14 @@ import enum
 import functools
 import hashlib
 import html
+import importlib
 import json
 import logging
 import os
 import uuid
+import warnings
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
@@ -151,6 +153,45 @@ class BulkResult:
             "from_journal": "yes" if self.from_journal else "",
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        """One flat, JSON-ready record of this input (see :meth:`BulkReport.to_records`)."""
+        ticket = self.ticket
+        error = self.error
+        code = getattr(error, "code", None)
+        return {
+            "index": self.index,
+            "reference": self.reference,
+            "outcome": self.outcome.value,
+            "ticket_id": str(self.ticket_id) if self.ticket_id is not None else None,
+            "status": ticket.status.value if ticket is not None else None,
+            "issue_key": ticket.issue_key if ticket is not None else None,
+            "error_type": type(error).__name__ if error is not None else None,
+            "error_message": _error_message(error),
+            "error_code": code if isinstance(code, (int, str)) else None,
+            "from_journal": self.from_journal,
+        }
+
+
+#: The keys of :meth:`BulkResult.to_dict`, in order: the columns of ``to_dataframe()``.
+RECORD_FIELDS = (
+    "index",
+    "reference",
+    "outcome",
+    "ticket_id",
+    "status",
+    "issue_key",
+    "error_type",
+    "error_message",
+    "error_code",
+    "from_journal",
+)
+
+
+def _error_message(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    return " ".join(str(error).split()) or None
+
 
 def _error_text(error: BaseException | None) -> str:
     if error is None:
@@ -187,6 +228,38 @@ class BulkReport:
     def not_created(self) -> list[BulkResult]:
         """Inputs that were rejected, uncertain or failed."""
         return [r for r in self.results if r.outcome is not BulkOutcome.CREATED]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat, JSON-ready dict per input, in input order.
+
+        Keys (snake_case, as :meth:`Ticket.to_dict <skala_async.Ticket.to_dict>`):
+        ``index`` (int), ``reference``, ``outcome`` (``created``, ``rejected``,
+        ``uncertain``, ``failed``), ``ticket_id`` (string), ``status``, ``issue_key``,
+        ``error_type`` (the exception's class name), ``error_message`` (its text on one
+        line), ``error_code`` (the API's error code, such as ``20061``) and
+        ``from_journal`` (bool). What is unknown is ``None``, never ``""``.
+        ``json.dumps(report.to_records())`` works as is.
+        """
+        return [r.to_dict() for r in self.results]
+
+    def to_dataframe(self) -> Any:
+        """The records of :meth:`to_records` as a ``pandas.DataFrame`` indexed by ``index``.
+
+        Needs pandas (``pip install pandas``); it is imported only when this is called.
+        An empty report gives an empty frame with the same columns.
+
+        Raises:
+            ImportError: pandas is not installed.
+        """
+        try:
+            pandas = importlib.import_module("pandas")
+        except ImportError as exc:
+            raise ImportError(
+                "BulkReport.to_dataframe() needs pandas, which is not installed: "
+                "pip install pandas (or use report.to_records(), a list of dicts)"
+            ) from exc
+        frame = pandas.DataFrame.from_records(self.to_records(), columns=list(RECORD_FIELDS))
+        return frame.set_index("index")
 
     def __len__(self) -> int:
         return len(self.results)
@@ -817,6 +890,51 @@ async def submit_many(
 def report_of(results: Iterable[BulkResult]) -> BulkReport:
     """A :class:`BulkReport` of ``results`` in input order."""
     return BulkReport(tuple(sorted(results, key=lambda r: r.index)))
+
+
+def check_progress(progress: object) -> bool:
+    """Refuse a ``progress=`` that is not a bool (before anything is sent)."""
+    if not isinstance(progress, bool):
+        raise TypeError(
+            f"progress must be True or False, got {type(progress).__name__}: it shows a "
+            "progress bar when tqdm is installed"
+        )
+    return progress
+
+
+def progress_bar(drafts: object) -> Any:
+    """A ``tqdm.auto`` bar for a bulk run, or ``None`` when tqdm is not installed.
+
+    ``tqdm.auto`` draws a widget in Jupyter (with ipywidgets) and text on stderr
+    elsewhere. Its total is ``len(drafts)`` when the inputs have a length.
+    """
+    try:
+        with warnings.catch_warnings():
+            # In Jupyter without ipywidgets tqdm warns and falls back to a text bar.
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            auto = importlib.import_module("tqdm.auto")
+    except ImportError:
+        log.debug("progress=True: tqdm is not installed, so no progress bar is shown")
+        return None
+    total = len(drafts) if isinstance(drafts, Sized) else None
+    return auto.tqdm(total=total, desc="tickets", unit="input", dynamic_ncols=True)
+
+
+async def collect(results: AsyncIterator[BulkResult], bar: Any = None) -> BulkReport:
+    """Every result of a run in a :class:`BulkReport`, advancing ``bar`` as each ends."""
+    collected: list[BulkResult] = []
+    counts = {o.value: 0 for o in BulkOutcome}
+    try:
+        async for result in results:
+            collected.append(result)
+            if bar is not None:
+                counts[result.outcome.value] += 1
+                bar.set_postfix(counts, refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return report_of(collected)
 
 
 def counts_text(counts: Mapping[str, int]) -> str:

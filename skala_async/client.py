@@ -29,6 +29,7 @@ from .errors import (
     SkalaError,
     TransportError,
     ValidationError,
+    WaitTimeoutError,
 )
 from .models import FileLike, Ticket, TicketDraft
 
@@ -354,10 +355,19 @@ class SkalaClient:
         retry: RetryPolicy | None = None,
     ) -> TicketHandle:
         """Like :meth:`create_ticket`, from a :class:`TicketDraft`."""
+        return await self._submit(draft, progress, self._deadline(timeout), retry)
+
+    async def _submit(
+        self,
+        draft: TicketDraft,
+        progress: ProgressCallback | None,
+        deadline: float | None,
+        retry: RetryPolicy | None,
+    ) -> TicketHandle:
+        """A create within ``deadline`` (event-loop time; ``None``: none)."""
         if self._tracing is not None:
-            return await self._submit_traced(self._tracing, draft, progress, timeout, retry)
+            return await self._submit_traced(self._tracing, draft, progress, deadline, retry)
         request = _protocol.create_request(draft)
-        deadline = self._deadline(timeout)
         ticket = await self._execute(
             request, _protocol.parse_ticket, deadline, progress, self._retry(retry)
         )
@@ -370,7 +380,7 @@ class SkalaClient:
         tracing: Tracing,
         draft: TicketDraft,
         progress: ProgressCallback | None,
-        timeout: float | None,
+        deadline: float | None,
         retry: RetryPolicy | None,
     ) -> TicketHandle:
         with tracing.create() as span:
@@ -381,7 +391,6 @@ class SkalaClient:
                 raise
             tracing.describe_create(span, request)
             try:
-                deadline = self._deadline(timeout)
                 ticket = await self._execute(
                     request, _protocol.parse_ticket, deadline, progress, self._retry(retry)
                 )
@@ -468,6 +477,100 @@ class SkalaClient:
         """A handle for a ticket created earlier (for example before a restart)."""
         return TicketHandle(self._waits, _protocol.ticket_id_of(ticket_id))
 
+    def resume(self, token: str) -> TicketHandle:
+        """The handle a :meth:`TicketHandle.resume_token` describes, made by any process.
+
+        Its wait continues the saved schedule rather than starting again: the ticket's
+        acceptance time (wall clock), the last state seen and the next scheduled poll come
+        from the token. No request is made here. The handle polls with this client's
+        credentials and policies.
+
+        Raises:
+            ValueError: not a token this version wrote: truncated, altered, another
+                version, or values no token holds (a negative time, an acceptance time in
+                the future beyond a few minutes of clock skew).
+            TypeError: ``token`` is not a string.
+        """
+        return TicketHandle._resumed(self._waits, token)
+
+    async def create_and_wait(
+        self,
+        customer_id: str | uuid.UUID,
+        summary: str,
+        description: str,
+        files: FileLike | Iterable[FileLike] = (),
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool = True,
+        progress: ProgressCallback | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> Ticket:
+        """Create a ticket and wait for its outcome, all within one deadline.
+
+        ``timeout`` is the budget of the whole job: the create (token request, ``Retry-After``
+        pauses and retries included) spends from it, and the wait gets only what is left,
+        so ``timeout=30`` never takes 30 s plus a wait's 600.
+
+        Where the budget runs out decides the error:
+
+        - during the create, before the request was sent (a slow token endpoint, a
+          ``Retry-After`` or a retry delay that would outlast it): the create's own error,
+          :class:`RequestTimeoutError` with ``request_sent=False`` or the refusal that could
+          not be retried in time (:class:`RateLimitedError`); no ticket exists;
+        - during the create, after the request was sent: :class:`CreateOutcomeUnknownError`
+          (a ticket may exist; it is never re-sent);
+        - during the wait: :class:`WaitTimeoutError`, whose ``resume_token`` continues the
+          wait (``client.resume(exc.resume_token)``, here or in another process) and whose
+          ``ticket`` is the last state seen. The wait asks once more shortly before the
+          deadline, as :meth:`TicketHandle.wait_until_created` does, unless the create
+          left no time at all.
+
+        Args:
+            customer_id: as :meth:`create_ticket`.
+            summary: as :meth:`create_ticket`.
+            description: as :meth:`create_ticket`.
+            files: as :meth:`create_ticket`.
+            progress: as :meth:`create_ticket`.
+            retry: as :meth:`create_ticket`; it also applies to the wait's GETs.
+            timeout: seconds for everything (default 600); ``None`` for no deadline.
+            raise_on_failure: on ``FAILED`` raise :class:`TicketFailedError` (default) or
+                return the FAILED ticket.
+            poll: a :class:`PollPolicy` for the wait instead of the client's.
+
+        Raises:
+            ValidationError: the input breaks a documented limit (nothing was sent).
+            TicketFailedError, WaitTimeoutError, CreateOutcomeUnknownError, ApiError ...:
+                as above and as :meth:`create_ticket`.
+        """
+        check_timeout(timeout)
+        draft = TicketDraft(customer_id, summary, description, files)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        handle = await self._submit(draft, progress, deadline, retry)
+        if deadline is None:
+            return await handle.wait_until_created(
+                None, raise_on_failure=raise_on_failure, poll=poll, retry=retry
+            )
+        left = deadline - loop.time()
+        if left <= 0:
+            # The 202 itself was the last word, heard just now: no time to ask again.
+            raise WaitTimeoutError(
+                handle.ticket_id,
+                timeout or 0.0,
+                handle.ticket,
+                resume_token=handle.resume_token(),
+            )
+        try:
+            return await handle.wait_until_created(
+                left, raise_on_failure=raise_on_failure, poll=poll, retry=retry
+            )
+        except WaitTimeoutError as exc:
+            # The budget of the whole job, not what was left of it for the wait.
+            raise WaitTimeoutError(
+                handle.ticket_id, timeout or 0.0, exc.ticket, resume_token=exc.resume_token
+            ) from None
+
     def submit_many(
         self,
         drafts: BulkInputs,
@@ -514,12 +617,22 @@ class SkalaClient:
     async def create_many(
         self,
         drafts: BulkInputs,
+        *,
+        progress: bool = False,
         **kwargs: Any,
     ) -> BulkReport:
-        """Like :meth:`submit_many`, collected into a :class:`BulkReport` (input order)."""
-        from .bulk import report_of
+        """Like :meth:`submit_many`, collected into a :class:`BulkReport` (input order).
 
-        return report_of([r async for r in self.submit_many(drafts, **kwargs)])
+        With ``progress=True`` a progress bar counts the inputs as they end (outcome
+        counts beside it) through ``tqdm.auto``: a widget in Jupyter (with ipywidgets),
+        text on stderr in a terminal. Without tqdm installed nothing is shown (one debug
+        log line says why). Its total is ``len(drafts)`` when the inputs have one.
+        """
+        from .bulk import check_progress, collect, progress_bar
+
+        show = check_progress(progress)  # before anything is sent
+        results = self.submit_many(drafts, **kwargs)
+        return await collect(results, progress_bar(drafts) if show else None)
 
     # ------------------------------------------------------------------ webhooks
 

@@ -34,7 +34,9 @@ token among them). Programming mistakes such as using a closed client raise plai
 
 Secrets never appear in a message: errors hold the server's answer and the request's
 method and path, never headers that were sent; nothing reachable from an error (its
-attributes, ``__cause__``, ``__context__``, ``__notes__``) holds one.
+attributes, ``__cause__``, ``__context__``, ``__notes__``) holds one, and no error holds a
+live object of the client (a :class:`WaitTimeoutError` carries the wait's
+``resume_token``, a string, not its handle).
 """
 
 from __future__ import annotations
@@ -343,18 +345,31 @@ class WaitTimeoutError(SkalaError, TimeoutError):
     """The wait's deadline passed before the ticket reached a final status.
 
     Attributes:
+        ticket_id: the ticket's id.
         ticket: the last :class:`~skala_async.Ticket` seen (``None`` if no poll succeeded).
         timeout: the deadline, in seconds.
+        resume_token: the wait's :meth:`~skala_async.TicketHandle.resume_token`, when the
+            handle had one: ``client.resume(exc.resume_token)`` continues the wait on the
+            same schedule, here or in another process.
     """
 
-    def __init__(self, ticket_id: object, timeout: float, ticket: Ticket | None) -> None:
+    def __init__(
+        self,
+        ticket_id: object,
+        timeout: float,
+        ticket: Ticket | None,
+        *,
+        resume_token: str | None = None,
+    ) -> None:
         status = ticket.status.value if ticket is not None else "unknown"
         super().__init__(
             f"ticket {ticket_id} still {status} after {timeout:g} s "
             "(it may still finish: wait again, or rely on the webhook)"
         )
+        self.ticket_id = ticket_id
         self.ticket = ticket
         self.timeout = timeout
+        self.resume_token = resume_token
 
 
 class JournalError(SkalaError):

@@ -98,6 +98,22 @@ class Ticket:
         """Whether the ticket reached ``CREATED`` or ``FAILED``."""
         return self.status.is_final
 
+    def to_dict(self) -> dict[str, str | None]:
+        """The ticket as a JSON-ready dict with snake_case keys.
+
+        ``{"ticket_id": "9b1deb4d-...", "status": "CREATED", "issue_key": "SUP-1234"}``:
+        the id as its canonical string, the status as its value (also one this version
+        does not know), ``issue_key`` ``None`` until ``CREATED``. The same names and
+        encodings as the columns of :meth:`BulkReport.to_records
+        <skala_async.bulk.BulkReport.to_records>`, so ``json.dumps`` and
+        ``pandas.DataFrame`` take either as is.
+        """
+        return {
+            "ticket_id": str(self.ticket_id),
+            "status": self.status.value,
+            "issue_key": self.issue_key,
+        }
+
     def __repr__(self) -> str:
         # The status as its plain value: ``status='CREATED'`` compares equal to the member.
         return (
@@ -402,6 +418,20 @@ class SupportTicketEvent:
     issued_at: datetime.datetime
     ticket: Ticket
     extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict with snake_case keys, the ticket's fields flat.
+
+        ``event_type``, ``issued_at`` (ISO 8601 with its UTC offset), ``ticket_id``,
+        ``status``, ``issue_key`` (as :meth:`Ticket.to_dict`) and ``extra`` (what the
+        event carried beyond those, as sent: already JSON).
+        """
+        return {
+            "event_type": self.event_type,
+            "issued_at": self.issued_at.isoformat(),
+            **self.ticket.to_dict(),
+            "extra": dict(self.extra),
+        }
 
     @property
     def status(self) -> TicketStatus:

@@ -329,6 +329,16 @@ class SyncTicketHandle:
         """One GET now; returns (and remembers) the ticket's current state."""
         return self._runner.run(self._handle.refresh(), "refresh()")
 
+    def done(self) -> bool:
+        """Whether a final status is known, without a request or a wait; see
+        :meth:`skala_async.TicketHandle.done`."""
+        return self._runner.call(self._handle.done, "done()")
+
+    def resume_token(self) -> str:
+        """An opaque string to continue this wait in another process; see
+        :meth:`skala_async.TicketHandle.resume_token`."""
+        return self._runner.call(self._handle.resume_token, "resume_token()")
+
     def wait_until_created(
         self,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
@@ -541,6 +551,45 @@ class SkalaClient(_OnLoopThread):
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> SyncTicketHandle:
         """A handle for a ticket created earlier (for example before a restart)."""
         return SyncTicketHandle(self._client.ticket_handle(ticket_id), self._runner)
+
+    def resume(self, token: str) -> SyncTicketHandle:
+        """The handle a ``resume_token()`` describes (made by any process, async or not);
+        see :meth:`skala_async.SkalaClient.resume`."""
+        return SyncTicketHandle(self._client.resume(token), self._runner)
+
+    def create_and_wait(
+        self,
+        customer_id: str | uuid.UUID,
+        summary: str,
+        description: str,
+        files: Iterable[FileLike] = (),
+        *,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        raise_on_failure: bool = True,
+        progress: ProgressCallback | None = None,
+        retry: RetryPolicy | None = None,
+        poll: PollPolicy | None = None,
+    ) -> Ticket:
+        """Create a ticket and block until its outcome, all within one ``timeout``.
+
+        See :meth:`skala_async.SkalaClient.create_and_wait` for how the budget is spent
+        and what is raised when it runs out: a :class:`~skala_async.WaitTimeoutError`
+        carries the wait's ``resume_token`` (``client.resume(exc.resume_token)``).
+        """
+        return self._runner.run(
+            self._client.create_and_wait(
+                customer_id,
+                summary,
+                description,
+                files,
+                timeout=timeout,
+                raise_on_failure=raise_on_failure,
+                progress=progress,
+                retry=retry,
+                poll=poll,
+            ),
+            "create_and_wait()",
+        )
 
     def submit_many(self, drafts: Iterable[TicketDraft], **options: Any) -> Iterator[BulkResult]:
         """Create many tickets concurrently; yield a result as each input ends.

@@ -112,6 +112,16 @@ def test_notebook_runs_in_a_real_kernel(jupyter_env: Path) -> None:
     # The batch was created, and the sync facade worked inside the kernel.
     assert "['PENDING', 'PENDING', 'PENDING']" in text
     assert "ticket_id=UUID(" in text
+    # The bulk run: a progress bar (text: no ipywidgets here), a report and data frames.
+    assert "tickets: 100%" in text
+    assert "6/6" in text
+    assert "Warning" not in text  # tqdm falls back to text quietly
+    assert "created=5" in text
+    assert "skala-bulk-report" in html
+    assert 'class="dataframe"' in html
+    assert "row-5" in html
+    assert "ValidationError" in html
+    assert '"status": "CREATED", "issue_key": "SUP-' in text  # ticket.to_dict() as JSON
     # No secret was displayed anywhere.
     sandbox_secret_cells = [c.source for c in executed.cells if "client_secret" in c.source]
     assert sandbox_secret_cells  # the notebook does pass the secret to the client ...

@@ -4,7 +4,7 @@ same files to the same out-of-process sandbox.
 
     .venv/bin/python benchmarks/bench_upload.py [--quick] [--no-check] [--rounds N]
 
-Budgets (also listed in the README's "Performance" section):
+Budgets (also listed in docs/performance.md):
 
 - peak RSS growth of one 5 x 10 MiB upload <= 4 MiB;
 - |growth(5 x 10 MiB) - growth(5 x 1 MiB)| <= 2 MiB;

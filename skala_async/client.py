@@ -520,15 +520,19 @@ class SkalaClient:
           not be retried in time (:class:`RateLimitedError`); no ticket exists;
         - during the create, after the request was sent: :class:`CreateOutcomeUnknownError`
           (a ticket may exist; it is never re-sent);
-        - during the wait: :class:`WaitTimeoutError`, whose ``handle`` is the accepted
-          ticket's handle (wait on it again, or keep ``handle.resume_token()``) and whose
+        - during the wait: :class:`WaitTimeoutError`, whose ``resume_token`` continues the
+          wait (``client.resume(exc.resume_token)``, here or in another process) and whose
           ``ticket`` is the last state seen. The wait asks once more shortly before the
           deadline, as :meth:`TicketHandle.wait_until_created` does, unless the create
           left no time at all.
 
         Args:
-            customer_id, summary, description, files, progress, retry: as
-                :meth:`create_ticket` (``retry`` also applies to the wait's GETs).
+            customer_id: as :meth:`create_ticket`.
+            summary: as :meth:`create_ticket`.
+            description: as :meth:`create_ticket`.
+            files: as :meth:`create_ticket`.
+            progress: as :meth:`create_ticket`.
+            retry: as :meth:`create_ticket`; it also applies to the wait's GETs.
             timeout: seconds for everything (default 600); ``None`` for no deadline.
             raise_on_failure: on ``FAILED`` raise :class:`TicketFailedError` (default) or
                 return the FAILED ticket.

@@ -101,6 +101,6 @@ async def test_runs_on_one_journal_never_send_an_input_twice(tmp_path: Path) -> 
         )
 
 
-def test_readme_states_the_number_of_trials() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    assert f"**stress**: {TRIALS} randomised trials per run" in readme
+def test_docs_state_the_number_of_trials() -> None:
+    page = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+    assert f"**stress**: {TRIALS} randomised trials per run" in page.read_text(encoding="utf-8")

@@ -3,10 +3,10 @@
 Each cell states what the user sees (a result, or the exception class), how many requests
 reached the sandbox, and whether a duplicate ticket could result; the test of the cell
 checks all three, and for creates also compares the sandbox's tickets with what the client
-reported. README's "Fault matrix" table is rendered from the same rows (``ROWS``,
+reported. The "Fault matrix" table of docs/reliability.md is rendered from the same rows (``ROWS``,
 ``WEBHOOK_ROWS``) and a test fails when it differs, so the table cannot drift:
 
-    .venv/bin/python -m tests.test_fault_matrix   # prints the table for README
+    .venv/bin/python -m tests.test_fault_matrix   # prints the table for docs/reliability.md
 
 Settings of every cell: ``RetryPolicy(attempts=4, max_retry_after=0.5)``, a 0.75 s read
 timeout; faults hit the first request(s) of the endpoint only, unless the fault says
@@ -58,7 +58,7 @@ SLOW = 1.5
 #: The attachment of the "reset mid-upload" cells: the sandbox hangs up on it.
 BIG = 8 * 1024 * 1024
 WEBHOOK_SECRET = "whsec-fault-matrix-Quokka-42"
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 BEGIN, END = "<!-- fault-matrix:begin -->", "<!-- fault-matrix:end -->"
 
 
@@ -577,7 +577,7 @@ class WaitRow:
     timeout: float | None
     #: The statuses returned (wait) or yielded (watch), or the exception class raised.
     outcome: Any
-    #: How the outcome was learnt, as README says it.
+    #: How the outcome was learnt, as the documentation says it.
     how: str
     gets: int
     #: With a handler mounted: whether the client still trusts webhooks afterwards.
@@ -813,15 +813,15 @@ def render_table() -> str:
     return "\n".join(lines)
 
 
-def readme_table() -> str | None:
-    text = README.read_text(encoding="utf-8")
+def page_table() -> str | None:
+    text = PAGE.read_text(encoding="utf-8")
     match = re.search(re.escape(BEGIN) + r"\n(.*?)\n" + re.escape(END), text, re.DOTALL)
     return match.group(1) if match else None
 
 
-def test_readme_table_is_the_tested_matrix() -> None:
-    assert readme_table() == render_table(), (
-        "README's fault matrix differs from the tested rows: paste the output of "
+def test_documented_table_is_the_tested_matrix() -> None:
+    assert page_table() == render_table(), (
+        "docs/reliability.md's fault matrix differs from the tested rows: paste the output of "
         "'.venv/bin/python -m tests.test_fault_matrix' between the fault-matrix markers"
     )
 

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis) over real HTTP on 127.0.0.1.
 
-Two properties, each run on many generated cases (the counts are in README, "Reliability"):
+Two properties, each run on many generated cases (the counts are in docs/reliability.md):
 
 * **Drafts**: a generated ticket draft (summary and description at, under and over their
   limits, any Unicode including combining marks, emoji, control characters, lone surrogates
@@ -64,7 +64,7 @@ from skala_async.errors import (
 )
 from skala_async.testing import SkalaSandbox, sandbox_client
 
-#: Generated cases per run (README "Reliability" states these numbers; a test checks it).
+#: Generated cases per run (docs/reliability.md states these numbers; a test checks it).
 DRAFT_EXAMPLES = 400
 RESPONSE_EXAMPLES = {"get": 600, "create": 600, "token": 400}
 RETRY_AFTER_EXAMPLES = 2000
@@ -1268,12 +1268,13 @@ def test_retry_after_is_none_or_a_finite_non_negative_delay(value: str | None) -
     assert seconds is None or (math.isfinite(seconds) and seconds >= 0)
 
 
-def test_examples_tried_match_the_readme(capsys: pytest.CaptureFixture[str]) -> None:
-    """The counts README states are the ones configured here (and, in a full run, tried)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+def test_examples_tried_match_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The counts docs/reliability.md states are the ones configured here (and, in a full run,
+    tried)."""
+    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text(encoding="utf-8")
     total = sum(RESPONSE_EXAMPLES.values())
-    assert f"{DRAFT_EXAMPLES} generated drafts" in readme
-    assert f"{total} generated responses" in readme
+    assert f"{DRAFT_EXAMPLES} generated drafts" in page
+    assert f"{total} generated responses" in page
     for name, wanted in [("drafts", DRAFT_EXAMPLES)] + [
         (f"responses:{k}", v) for k, v in RESPONSE_EXAMPLES.items()
     ]:

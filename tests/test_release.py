@@ -148,6 +148,8 @@ def test_wheel_and_sdist_install_into_a_new_venv_and_run(tmp_path: Path) -> None
         "CHANGELOG.md",
         "SECURITY.md",
         "pyproject.toml",
+        "mkdocs.yml",
+        "docs/index.md",
         "skala_async/py.typed",
         "skala_async/testing/openapi.json",
         "tests/conftest.py",

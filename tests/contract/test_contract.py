@@ -36,9 +36,10 @@ from skala_async.testing import (
     RecordedFile,
     SkalaSandbox,
     _contract,
-    _sandbox,
+    sandbox,
 )
 from skala_async.testing._contract import ContractViolation
+from skala_async.testing.sandbox import _handlers as sandbox_handlers
 
 DOC = _contract.document()
 CREATE = DOC["paths"]["/api/v1/supportTickets/"]["post"]
@@ -124,12 +125,12 @@ def test_every_sandbox_error_code_is_in_the_document() -> None:
     text = json.dumps(DOC)
     codes = [
         name
-        for name in _sandbox.__all__
+        for name in sandbox.__all__
         if name.endswith("_CODE") and name != "METHOD_NOT_ALLOWED_CODE"  # 405: no operation
     ]
     assert len(codes) >= 10
     for name in codes:
-        assert str(getattr(_sandbox, name)) in text, name
+        assert str(getattr(sandbox, name)) in text, name
 
 
 def test_undocumented_answers_are_marked_as_the_sandboxs() -> None:
@@ -382,7 +383,8 @@ async def test_the_hook_checks_every_exchange_of_the_client(
 async def test_the_hook_catches_a_sandbox_that_accepts_bad_input(
     skala_sandbox: SkalaSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(skala_sandbox, "_validate_fields", lambda fields, problems: None)
+    # No public seam: a sandbox that accepts bad input is one with its validation removed.
+    monkeypatch.setattr(sandbox_handlers, "validate_fields", lambda fields, problems: None)
     async with aiohttp.ClientSession() as http:
         token = await _token(http, skala_sandbox)
         form = aiohttp.FormData(default_to_multipart=True)
@@ -485,7 +487,7 @@ async def test_what_the_fuzzing_found_in_the_sandbox(skala_sandbox: SkalaSandbox
         url = f"{skala_sandbox.url}/api/v1/supportTickets/a%0Ab/"
         async with http.get(url, headers=auth) as response:
             assert response.status == 404
-            assert (await response.json())["code"] == _sandbox.TICKET_NOT_FOUND_CODE
+            assert (await response.json())["code"] == sandbox.TICKET_NOT_FOUND_CODE
     assert skala_sandbox.contract_violations == []
 
 

@@ -39,6 +39,7 @@ from skala_async.testing import (
     sandbox,
 )
 from skala_async.testing._contract import ContractViolation
+from skala_async.testing._contract import _document as contract_document
 from skala_async.testing.sandbox import _handlers as sandbox_handlers
 
 DOC = _contract.document()
@@ -495,7 +496,7 @@ def test_a_check_that_cannot_run_is_a_violation(monkeypatch: pytest.MonkeyPatch)
     def missing(pointer: str) -> None:
         raise ModuleNotFoundError("No module named 'openapi_schema_validator'")
 
-    monkeypatch.setattr(_contract, "_validator", missing)
+    monkeypatch.setattr(contract_document, "_validator", missing)
     [violation] = _contract.check_exchange(
         method="GET",
         path=f"/api/v1/supportTickets/{TICKET_ID}/",

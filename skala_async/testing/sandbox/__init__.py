@@ -26,6 +26,7 @@ and is applied in ``_handlers``.
 
 from __future__ import annotations
 
+from skala_async._limits import SUPPORT_TICKETS_NOT_ENABLED_CODE
 from skala_async.testing.sandbox._faults import Fault, FaultKind
 from skala_async.testing.sandbox._server import SkalaSandbox, run_sandbox
 from skala_async.testing.sandbox._values import (
@@ -38,7 +39,6 @@ from skala_async.testing.sandbox._values import (
     NOT_AUTHENTICATED_CODE,
     NOT_FOUND_CODE,
     PARSE_ERROR_CODE,
-    SUPPORT_TICKETS_NOT_ENABLED_CODE,
     TICKET_NOT_FOUND_CODE,
     UNSUPPORTED_MEDIA_TYPE_CODE,
     VALIDATION_ERROR_CODE,

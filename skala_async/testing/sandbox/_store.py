@@ -20,7 +20,7 @@ from skala_async.testing.sandbox._values import (
     validate_delay,
 )
 
-__all__ = ["Customer", "TicketStore"]
+__all__ = ["Customer", "TicketStore", "wait_idle"]
 
 _FIRST_ISSUE_NUMBER = 1000
 
@@ -132,12 +132,7 @@ class TicketStore:
         return self._finish(ticket_id, status)
 
     async def wait_until_processed(self, deadline: float | None) -> None:
-        if self._idle is None:
-            raise RuntimeError("the sandbox is not running")
-        try:
-            await _cancelsafe.within(self._idle.wait(), deadline)
-        except TimeoutError:
-            raise TimeoutError(f"{self._pending} ticket(s) still PENDING") from None
+        await wait_idle(self._idle, deadline, lambda: f"{self._pending} ticket(s) still PENDING")
 
     def _update_idle(self) -> None:
         if self._idle is not None:
@@ -175,3 +170,15 @@ class TicketStore:
             self._update_idle()
             self._on_finished(ticket)
         return ticket
+
+
+async def wait_idle(
+    idle: asyncio.Event | None, deadline: float | None, what: Callable[[], str]
+) -> None:
+    """Wait for ``idle`` until ``deadline``; TimeoutError says ``what()`` is still going on."""
+    if idle is None:
+        raise RuntimeError("the sandbox is not running")
+    try:
+        await _cancelsafe.within(idle.wait(), deadline)
+    except TimeoutError:
+        raise TimeoutError(what()) from None

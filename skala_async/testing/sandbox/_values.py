@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple, TypeAlias
 
 import attrs
 
-from skala_async._limits import CREATE_PATH, SUPPORT_TICKETS_NOT_ENABLED_CODE, TOKEN_PATH
+from skala_async._limits import CREATE_PATH, TOKEN_PATH
 
 # --------------------------------------------------------------------------------------------
 # Error codes. Only 20061 is documented; the rest are the sandbox's own choices (B2B-style).
@@ -43,29 +43,6 @@ NOT_FOUND_CODE = 40004
 #: The signature header name as documented (reference section 6.4).
 DEFAULT_SIGNATURE_HEADER = "Http-X-Wh-Signature-256"
 
-__all__ = [
-    "AUTHENTICATION_FAILED_CODE",
-    "CUSTOMER_DEACTIVATED_CODE",
-    "CUSTOMER_NOT_FOUND_CODE",
-    "CUSTOMER_WITHOUT_EMAIL_CODE",
-    "DEFAULT_SIGNATURE_HEADER",
-    "METHOD_NOT_ALLOWED_CODE",
-    "NOT_AUTHENTICATED_CODE",
-    "NOT_FOUND_CODE",
-    "PARSE_ERROR_CODE",
-    "SUPPORT_TICKETS_NOT_ENABLED_CODE",
-    "TICKET_NOT_FOUND_CODE",
-    "UNSUPPORTED_MEDIA_TYPE_CODE",
-    "VALIDATION_ERROR_CODE",
-    "Delay",
-    "Endpoint",
-    "FaultEndpoint",
-    "Outcome",
-    "RecordedFile",
-    "RecordedRequest",
-    "SandboxTicket",
-    "WebhookDelivery",
-]
 
 Endpoint: TypeAlias = Literal["token", "create", "get", "other"]
 FaultEndpoint: TypeAlias = Literal["token", "create", "get"]

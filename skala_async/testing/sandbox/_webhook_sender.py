@@ -14,8 +14,8 @@ from urllib.parse import unquote
 
 import aiohttp
 
-from skala_async import _cancelsafe
 from skala_async._protocol import redact_url
+from skala_async.testing.sandbox._store import wait_idle
 from skala_async.testing.sandbox._values import (
     DEFAULT_SIGNATURE_HEADER,
     SandboxTicket,
@@ -161,12 +161,7 @@ class WebhookSender:
             await session.close()
 
     async def wait(self, deadline: float | None) -> None:
-        if self._idle is None:
-            raise RuntimeError("the sandbox is not running")
-        try:
-            await _cancelsafe.within(self._idle.wait(), deadline)
-        except TimeoutError:
-            raise TimeoutError("webhook deliveries still in flight") from None
+        await wait_idle(self._idle, deadline, lambda: "webhook deliveries still in flight")
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from skala_async.testing import (
     Fault,
     SkalaSandbox,
 )
+from skala_async.testing.sandbox import FaultKind
 from tests.helpers.sandbox_wire import (
     CREATE,
     DISCONNECTED,
@@ -161,6 +162,15 @@ def test_fault_validation() -> None:
         Fault.http(42)
     with pytest.raises(ValueError, match="range"):
         sandbox.processing_delay = (2.0, 1.0)
+    with pytest.raises(ValueError, match="'nonsense' is not a valid FaultKind"):
+        Fault("nonsense")  # type: ignore[arg-type]
+
+
+def test_fault_kinds_read_as_the_strings_they_were() -> None:
+    kinds = [Fault.http(500), Fault.drop(), Fault.drop_after_processing(), Fault.delay(1)]
+    assert [f.kind for f in kinds] == ["http", "drop", "drop_after_processing", "delay"]
+    assert [f.kind for f in kinds] == list(FaultKind)
+    assert Fault("delay", seconds=2).label == "delay:2"  # a string is still accepted
 
 
 async def test_fault_with_an_unknown_status_and_a_content_type(

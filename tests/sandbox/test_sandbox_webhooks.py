@@ -175,3 +175,13 @@ async def test_webhooks_to_several_urls_as_a_load_balancer() -> None:
         landed = [tid for name in got for tid in got[name] if tid in more]
         assert sorted(landed) == sorted(more)
         assert all(any(t in more for t in got[name]) for name in got)  # 30 draws: all hit
+
+
+def test_an_empty_webhook_secret_is_refused() -> None:
+    with pytest.raises(ValueError, match="webhook_secret must be a non-empty string"):
+        SkalaSandbox(webhook_secret="")
+    sandbox = SkalaSandbox(webhook_secret="s3cret")
+    with pytest.raises(ValueError, match="webhook_secret") as caught:
+        sandbox.webhook_secret = ""
+    assert sandbox.webhook_secret == "s3cret"  # unchanged
+    assert "s3cret" not in str(caught.value)

@@ -9,7 +9,8 @@ one on its own. :func:`sandbox_client` points a client at a sandbox with test-sp
 from __future__ import annotations
 
 from skala_async.testing._helpers import FAST_POLL, FAST_RETRY, sandbox_client
-from skala_async.testing._sandbox import (
+from skala_async.testing.mock import MockSkala, mock_skala
+from skala_async.testing.sandbox import (
     AUTHENTICATION_FAILED_CODE,
     CUSTOMER_DEACTIVATED_CODE,
     CUSTOMER_NOT_FOUND_CODE,
@@ -32,7 +33,6 @@ from skala_async.testing._sandbox import (
     WebhookDelivery,
     run_sandbox,
 )
-from skala_async.testing.mock import MockSkala, mock_skala
 
 __all__ = [
     "AUTHENTICATION_FAILED_CODE",

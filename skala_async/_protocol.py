@@ -19,7 +19,7 @@ import unicodedata
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
@@ -37,6 +37,7 @@ from ._limits import (
     TOKEN_PATH,
     extension_of,
 )
+from ._wire import Operation, RawResponse, Request
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -52,49 +53,9 @@ from .errors import (
 )
 from .models import Attachment, Ticket, TicketDraft, TicketStatus, content_type_for
 
-Kind = Literal["token", "create", "get"]
-
 #: Largest response body we read. Documented bodies are under 1 KiB; a hostile or broken
 #: server cannot make the client buffer more than this.
 MAX_RESPONSE_BYTES = 1 * MIB
-
-
-@attrs.frozen
-class Request:
-    """What to send, independent of any HTTP library.
-
-    ``fields`` and ``files`` make a ``multipart/form-data`` body (create); ``form`` makes an
-    ``application/x-www-form-urlencoded`` body (token). ``headers`` never include the bearer
-    token: the client adds it per attempt, so a refreshed token is used on a retry.
-    """
-
-    kind: Kind
-    method: str
-    path: str
-    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
-    fields: tuple[tuple[str, str], ...] = ()
-    files: tuple[Attachment, ...] = ()
-    form: tuple[tuple[str, str], ...] = ()
-    needs_auth: bool = True
-    #: The ticket a retrieve asks for (logs and traces name it).
-    ticket_id: uuid.UUID | None = None
-
-    @property
-    def body_size(self) -> int:
-        """Bytes of file content in the body (used to size upload timeouts)."""
-        return sum(f.size or 0 for f in self.files)
-
-
-@attrs.frozen
-class RawResponse:
-    """A response as bytes: status, headers (case-insensitive mapping) and body."""
-
-    status: int
-    headers: Mapping[str, str] = attrs.field(repr=False)
-    body: bytes = attrs.field(repr=False)
-    truncated: bool = False
-    #: The server's id of this exchange (see :func:`request_id_of`), if it sent one.
-    request_id: str | None = None
 
 
 #: The response header that carries the server's id of an exchange, unless told otherwise.
@@ -268,7 +229,7 @@ def create_request(draft: TicketDraft) -> Request:
     cid_text = str(cid if isinstance(cid, uuid.UUID) else uuid.UUID(cid.strip()))
     files = tuple(_with_clean_name(a) for a in draft.files)
     return Request(
-        kind="create",
+        operation=Operation.CREATE,
         method="POST",
         path=CREATE_PATH,
         headers={"Accept": "application/json"},
@@ -297,7 +258,7 @@ def get_request(ticket_id: uuid.UUID | str) -> Request:
     """The retrieve-ticket request (reference section 5)."""
     tid = ticket_id_of(ticket_id)
     return Request(
-        kind="get",
+        operation=Operation.GET,
         method="GET",
         path=TICKET_PATH.format(ticket_id=tid),
         headers={"Accept": "application/json"},
@@ -309,7 +270,7 @@ def token_request(client_id: str, client_secret: str) -> Request:
     """The client-credentials token request (reference section 2)."""
     raw = f"{client_id}:{client_secret}".encode()
     return Request(
-        kind="token",
+        operation=Operation.TOKEN,
         method="POST",
         path=TOKEN_PATH,
         headers={
@@ -389,7 +350,11 @@ def error_for(request: Request, response: RawResponse) -> ApiError:
         detail = {"message": detail}
     if not isinstance(detail, dict):
         detail = None
-    excerpt = None if data is not None or request.kind == "token" else _excerpt_of(response.body)
+    excerpt = (
+        None
+        if data is not None or request.operation is Operation.TOKEN
+        else _excerpt_of(response.body)
+    )
     kw: dict[str, Any] = {
         "code": code,
         "type": etype,
@@ -427,7 +392,7 @@ def _unexpected(request: Request, response: RawResponse, why: str) -> Unexpected
     message = f"HTTP {response.status} on {request.method} {request.path}: {why}"
     excerpt = None
     # A token endpoint's body may hold a token: never copy it into an error.
-    if request.kind != "token":
+    if request.operation is not Operation.TOKEN:
         excerpt = _excerpt_of(response.body)
         message += f"; body starts {_excerpt_of(response.body, 120)!r}"
     return UnexpectedResponseError(
@@ -493,13 +458,13 @@ def parse_ticket(request: Request, response: RawResponse) -> Ticket:
     """
     if not 200 <= response.status < 300:
         raise error_for(request, response)
-    if request.kind == "create" and response.status != 202 and not response.truncated:
+    creates = request.operation is Operation.CREATE
+    if creates and response.status != 202 and not response.truncated:
         raise _unexpected(request, response, "a create is answered 202 Accepted")
     ticket = _fast_ticket(response) or _structured(request, response, Ticket)
-    if request.kind == "get":
-        expected = request.path.rstrip("/").rsplit("/", 1)[-1]
-        if str(ticket.ticket_id) != expected:
-            raise _unexpected(request, response, f"ticketId {ticket.ticket_id} is not {expected}")
+    expected = request.ticket_id
+    if request.operation is Operation.GET and expected is not None and ticket.ticket_id != expected:
+        raise _unexpected(request, response, f"ticketId {ticket.ticket_id} is not {expected}")
     return ticket
 
 

@@ -1,0 +1,89 @@
+"""``MockTransport``: answer a client's requests with a function, no server, no sockets."""
+
+from __future__ import annotations
+
+import inspect
+import json as json_module
+from collections.abc import Awaitable, Callable, Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from skala_async._wire import ProgressCallback, RawResponse, Request, Timeouts
+
+__all__ = ["Handler", "MockTransport"]
+
+Handler = Callable[[Request], "RawResponse | Awaitable[RawResponse]"]
+"""Takes the :class:`~skala_async.Request` the client sends, returns the answer."""
+
+
+class MockTransport:
+    """A :class:`~skala_async.Transport` whose answers come from ``handler``.
+
+    Give it to a client as ``SkalaClient(token="t", transport=MockTransport(handler))``.
+    ``handler`` (a function or a coroutine function) gets each
+    :class:`~skala_async.Request` as the client sends it (the bearer token in its
+    ``headers``; ``request.operation`` and ``request.ticket_id`` say what it asks) and
+    returns a :class:`~skala_async.RawResponse` (:meth:`json` makes one). An exception it
+    raises reaches the client as a failed attempt would: raise
+    :class:`~skala_async.TransportError` to play a network failure (retried by the
+    client's rules), anything else to fail the call. Every request is kept in
+    :attr:`requests`, in order.
+
+    Nothing is encoded: it shows what the client asks, not the bytes on the wire; test
+    those against :class:`~skala_async.testing.SkalaSandbox`.
+    """
+
+    def __init__(self, handler: Handler) -> None:
+        if not callable(handler):
+            raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+        self._handler = handler
+        #: The requests sent through this transport, in order.
+        self.requests: list[Request] = []
+        #: Whether :meth:`close` was called (by the client's ``close()``).
+        self.closed = False
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<MockTransport requests={len(self.requests)}{state}>"
+
+    async def send(
+        self,
+        request: Request,
+        *,
+        time_limit: float | None = None,
+        timeouts: Timeouts | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> RawResponse:
+        """Record ``request`` and return what the handler answers for it."""
+        if self.closed:
+            raise RuntimeError("this MockTransport is closed")
+        self.requests.append(request)
+        if progress is not None and request.files:
+            total = request.body_size
+            progress(total, total)  # the whole body "sent" at once
+        answer = self._handler(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        if not isinstance(answer, RawResponse):
+            raise TypeError(
+                f"the MockTransport handler must return a RawResponse, got {type(answer).__name__}"
+            )
+        return answer
+
+    async def close(self) -> None:
+        """Mark the transport closed; a request after this raises ``RuntimeError``."""
+        self.closed = True
+
+    @staticmethod
+    def json(
+        status: int, data: object = None, headers: Mapping[str, str] | None = None
+    ) -> RawResponse:
+        """A response with ``data`` as its JSON body (``None``: an empty body).
+
+        ``MockTransport.json(202, {"ticketId": tid, "status": "PENDING", "issueKey": None})``
+        """
+        body = b"" if data is None else json_module.dumps(data).encode()
+        hdrs: CIMultiDict[str] = CIMultiDict(headers or {})
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        return RawResponse(status, CIMultiDictProxy(hdrs), body)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import ipaddress
 import string
 import urllib.parse
-from collections.abc import Iterable
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol
+from ._auth import ClientCredentials, StaticToken, TokenProvider
+from ._protocol import TokenInfo
 from ._transport import AiohttpTransport
 from ._wire import Timeouts, Transport
 
@@ -135,3 +138,49 @@ def make_transport(
             "transport= configure your transport instead"
         )
     return transport
+
+
+def _check_header_name(name: object) -> None:
+    if not isinstance(name, str) or not _is_token(name):
+        raise ValueError(f"request_id_header must be an HTTP header name, got {name!r}")
+
+
+def make_auth(
+    client_id: str | None,
+    client_secret: str | None,
+    token: str | None,
+    fetch: Callable[[str, str], Awaitable[TokenInfo]],
+    margin: float,
+) -> TokenProvider:
+    """The token provider the credentials given to ``SkalaClient`` call for."""
+    if token is not None:
+        if client_id is not None or client_secret is not None:
+            raise ValueError("pass either token= or client_id/client_secret, not both")
+        return StaticToken(token)
+    if client_id and client_secret:
+        if not isinstance(client_id, str) or not isinstance(client_secret, str):
+            raise TypeError("client_id and client_secret must be strings")
+        creds = (client_id, client_secret)
+        return ClientCredentials(lambda: fetch(*creds), margin=margin)
+    raise ValueError(
+        "credentials missing: pass client_id and client_secret (or token=), "
+        "or use SkalaClient.from_env() with SKALA_CLIENT_ID and SKALA_CLIENT_SECRET"
+    )
+
+
+def _release_abandoned(transport: Transport) -> None:
+    """Finalizer of a client that was never closed: release its own session quietly.
+
+    Runs when the client is garbage collected, or at interpreter exit while it is still
+    alive; nothing here awaits (see :meth:`AiohttpTransport.release_abandoned`). A
+    :class:`ResourceWarning` (hidden by Python's default filters, shown by ``-X dev`` and
+    test runners) still tells developers that ``close()`` was missed.
+    """
+    if not isinstance(transport, AiohttpTransport) or not transport.release_abandoned():
+        return
+    warnings.warn(
+        "a SkalaClient was never closed; use 'async with SkalaClient(...)' or "
+        "'await client.close()'",
+        ResourceWarning,
+        stacklevel=1,
+    )

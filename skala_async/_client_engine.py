@@ -12,22 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from . import _cancelsafe, _protocol
+from ._attempt_log import _ambiguous, _no_retry, _reason, _ticket_label, exc_path
 from ._auth import TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from ._waiting import TicketHandle, Waits
 from ._wire import Operation, ProgressCallback, RawResponse, Request, Timeouts, Transport
-from .bus import TicketBus
+from .bus import LocalBus, TicketBus
 from .errors import (
     ApiError,
     CreateOutcomeUnknownError,
     RequestTimeoutError,
     SkalaError,
-    TransportError,
     ValidationError,
+    WaitTimeoutError,
 )
 from .models import Ticket, TicketDraft
 
@@ -59,6 +60,32 @@ class _Engine:
     _max_polls: int
     _poll_slots: asyncio.Semaphore | None
     _closed: bool
+
+    def _share(
+        self,
+        bus: TicketBus | None,
+        max_concurrent_polls: int,
+        get: Callable[..., Awaitable[Ticket]],
+    ) -> None:
+        """Set up what waits share: the bus (the caller's, or one of the client's own)."""
+        if bus is not None and not isinstance(bus, TicketBus):
+            raise TypeError(f"bus must implement skala_async.bus.TicketBus, got {bus!r}")
+        own_bus: LocalBus | None = None
+        if bus is None:
+            bus = own_bus = LocalBus()
+        #: What waits, webhooks and bulk runs share (:mod:`skala_async.bus`).
+        self.bus = bus
+        self._waits = Waits(
+            bus=self.bus,
+            fetch=self._poll,
+            get=get,
+            policy=self._wait_policy,
+            retry=self._retry,
+            tracing=self._tracing,
+            own_bus=own_bus,
+        )
+        self._max_polls = max_concurrent_polls
+        self._poll_slots = None
 
     async def _submit(
         self,
@@ -111,6 +138,49 @@ class _Engine:
         loop = asyncio.get_running_loop()
         self.bus.publish(ticket)
         return TicketHandle(self._waits, ticket.ticket_id, ticket, accepted_at=loop.time())
+
+    def _wait_policy(self) -> PollPolicy:
+        """The poll policy of waits right now: slow while webhooks arrive."""
+        if self.bus.webhooks_healthy:
+            return self.webhook_poll_policy
+        return self.poll_policy
+
+    async def _create_and_wait(
+        self,
+        draft: TicketDraft,
+        timeout: float | None,
+        raise_on_failure: bool,
+        progress: ProgressCallback | None,
+        *,
+        retry: RetryPolicy | None,
+        poll: PollPolicy | None,
+    ) -> Ticket:
+        """``SkalaClient.create_and_wait`` once its arguments are checked."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        handle = await self._submit(draft, progress, deadline, retry)
+        if deadline is None:
+            return await handle.wait_until_created(
+                None, raise_on_failure=raise_on_failure, poll=poll, retry=retry
+            )
+        left = deadline - loop.time()
+        if left <= 0:
+            # The 202 itself was the last word, heard just now: no time to ask again.
+            raise WaitTimeoutError(
+                handle.ticket_id,
+                timeout or 0.0,
+                handle.ticket,
+                resume_token=handle.resume_token(),
+            )
+        try:
+            return await handle.wait_until_created(
+                left, raise_on_failure=raise_on_failure, poll=poll, retry=retry
+            )
+        except WaitTimeoutError as exc:
+            # The budget of the whole job, not what was left of it for the wait.
+            raise WaitTimeoutError(
+                handle.ticket_id, timeout or 0.0, exc.ticket, resume_token=exc.resume_token
+            ) from None
 
     # ------------------------------------------------------------------ internals
 
@@ -378,63 +448,3 @@ class _Engine:
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def _ticket_label(request: Request, result: object) -> str:
-    """``ticket=<id>`` for a log line: the id asked for, or the one a create got."""
-    if request.ticket_id is not None:
-        return f"ticket={request.ticket_id}"
-    if isinstance(result, Ticket):
-        return f"ticket={result.ticket_id}"
-    if request.operation is Operation.CREATE:
-        return "ticket=(new)"
-    return "ticket=-"
-
-
-def _reason(exc: SkalaError) -> str:
-    """Why an attempt failed, for a log line: the status or failure, and the request id."""
-    if isinstance(exc, ApiError):
-        text = f"HTTP {int(exc.status)}"
-        if exc.code is not None:
-            text += f" code {exc.code}"
-        if exc.request_id:
-            text += f" request_id={exc.request_id}"
-        return text
-    text = str(exc)
-    prefix = f"{getattr(exc, 'method', '')} {getattr(exc, 'path', '')}: "
-    return text.removeprefix(prefix)  # the line names the request already
-
-
-def _no_retry(
-    request: Request,
-    exc: SkalaError,
-    may_resend: Callable[[BaseException], bool],
-    attempt: int,
-    policy: RetryPolicy,
-    server_delay: float | None,
-) -> str | None:
-    """Why a failed attempt is not tried again (``None``: it is)."""
-    if not may_resend(exc):
-        if isinstance(exc, TransportError) and not exc.retryable:
-            return "another attempt cannot fix it"
-        if isinstance(exc, ApiError) and 400 <= int(exc.status) < 500:
-            return "the answer is final"
-        if request.operation is Operation.CREATE:
-            return "the server may have processed it, and a create is never sent twice"
-        return "the answer is final"
-    if attempt >= policy.attempts:
-        return "1 attempt made" if attempt == 1 else f"{attempt} attempts made"
-    if server_delay is not None and server_delay > policy.max_retry_after:
-        return f"the server asked to wait {server_delay:g} s, over max_retry_after"
-    return None
-
-
-def exc_path(exc: SkalaError) -> str | None:
-    """The path of the request an error is about (``None`` if it is about no request)."""
-    path = getattr(exc, "path", None)
-    return path if isinstance(path, str) else None
-
-
-def _ambiguous(exc: SkalaError) -> bool:
-    """Whether a failed create may have opened a ticket anyway: anything but a refusal."""
-    return not _protocol.create_refused(exc)

@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _protocol
-from ._auth import ClientCredentials, StaticToken, TokenProvider
+from ._auth import StaticToken, TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
 from ._client_config import (
     _check_base_url,
+    _check_header_name,
     _check_proxy,
-    _is_token,
+    _release_abandoned,
     _tracing_for,
+    make_auth,
     make_transport,
 )
 from ._client_engine import _Engine
-from ._transport import AiohttpTransport
-from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, Waits
+from ._client_view import _check_poll, _View
+from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 from ._wire import ProgressCallback, Timeouts, Transport
-from .bus import LocalBus, TicketBus
-from .errors import WaitTimeoutError
+from .bus import TicketBus
 from .models import FileLike, Ticket, TicketDraft
 
 if TYPE_CHECKING:
@@ -123,24 +122,10 @@ class SkalaClient(_Engine):
     ) -> None:
         self.base_url = _check_base_url(base_url, allow_insecure_http)
         _check_proxy(proxy)
-        if not isinstance(request_id_header, str) or not _is_token(request_id_header):
-            raise ValueError(
-                f"request_id_header must be an HTTP header name, got {request_id_header!r}"
-            )
-        if token is not None:
-            if client_id is not None or client_secret is not None:
-                raise ValueError("pass either token= or client_id/client_secret, not both")
-            self._auth: TokenProvider = StaticToken(token)
-        elif client_id and client_secret:
-            if not isinstance(client_id, str) or not isinstance(client_secret, str):
-                raise TypeError("client_id and client_secret must be strings")
-            creds = (client_id, client_secret)
-            self._auth = ClientCredentials(lambda: self._fetch_token(*creds), margin=token_margin)
-        else:
-            raise ValueError(
-                "credentials missing: pass client_id and client_secret (or token=), "
-                "or use SkalaClient.from_env() with SKALA_CLIENT_ID and SKALA_CLIENT_SECRET"
-            )
+        _check_header_name(request_id_header)
+        self._auth: TokenProvider = make_auth(
+            client_id, client_secret, token, self._fetch_token, token_margin
+        )
         if max_concurrent_polls < 1:
             raise ValueError(f"max_concurrent_polls must be >= 1, got {max_concurrent_polls}")
         self.client_id = client_id
@@ -169,24 +154,7 @@ class SkalaClient(_Engine):
         # "Event loop is closed") when it is collected or the interpreter exits.
         self._closed = False
         self._finalizer = weakref.finalize(self, _release_abandoned, self._transport)
-        if bus is not None and not isinstance(bus, TicketBus):
-            raise TypeError(f"bus must implement skala_async.bus.TicketBus, got {bus!r}")
-        own_bus: LocalBus | None = None
-        if bus is None:
-            bus = own_bus = LocalBus()
-        #: What waits, webhooks and bulk runs share (:mod:`skala_async.bus`).
-        self.bus: TicketBus = bus
-        self._waits = Waits(
-            bus=self.bus,
-            fetch=self._poll,
-            get=self.get_ticket,
-            policy=self._wait_policy,
-            retry=self._retry,
-            tracing=self._tracing,
-            own_bus=own_bus,
-        )
-        self._max_polls = max_concurrent_polls
-        self._poll_slots: asyncio.Semaphore | None = None
+        self._share(bus, max_concurrent_polls, get=self.get_ticket)
         #: Requests sent, by kind (``token``, ``create``, ``get``), attempts included.
         self.request_counts: dict[str, int] = {"token": 0, "create": 0, "get": 0}
 
@@ -346,7 +314,7 @@ class SkalaClient(_Engine):
         )
 
     @property
-    def _root(self) -> SkalaClient:
+    def _root(self) -> _Engine:
         return self
 
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle:
@@ -421,31 +389,9 @@ class SkalaClient(_Engine):
         """
         check_timeout(timeout)
         draft = TicketDraft(customer_id, summary, description, files)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        handle = await self._submit(draft, progress, deadline, retry)
-        if deadline is None:
-            return await handle.wait_until_created(
-                None, raise_on_failure=raise_on_failure, poll=poll, retry=retry
-            )
-        left = deadline - loop.time()
-        if left <= 0:
-            # The 202 itself was the last word, heard just now: no time to ask again.
-            raise WaitTimeoutError(
-                handle.ticket_id,
-                timeout or 0.0,
-                handle.ticket,
-                resume_token=handle.resume_token(),
-            )
-        try:
-            return await handle.wait_until_created(
-                left, raise_on_failure=raise_on_failure, poll=poll, retry=retry
-            )
-        except WaitTimeoutError as exc:
-            # The budget of the whole job, not what was left of it for the wait.
-            raise WaitTimeoutError(
-                handle.ticket_id, timeout or 0.0, exc.ticket, resume_token=exc.resume_token
-            ) from None
+        return await self._create_and_wait(
+            draft, timeout, raise_on_failure, progress, retry=retry, poll=poll
+        )
 
     def submit_many(
         self,
@@ -541,81 +487,7 @@ class SkalaClient(_Engine):
 
         return WebhookReceiver(secret, on_event, client=self, **kwargs).handle
 
-    def _wait_policy(self) -> PollPolicy:
-        """The poll policy of waits right now: slow while webhooks arrive."""
-        if self.bus.webhooks_healthy:
-            return self.webhook_poll_policy
-        return self.poll_policy
 
-
-def _check_poll(poll: PollPolicy | None) -> PollPolicy | None:
-    if poll is not None and not isinstance(poll, PollPolicy):
-        raise TypeError(f"poll must be a PollPolicy, got {type(poll).__name__}")
-    return poll
-
-
-#: What a view made by ``with_options`` holds of its own; all else is its client's.
-_VIEW_OWN = frozenset({"retry_policy", "poll_policy", "_timeouts", "_call_timeout", "_waits"})
-
-
-class _ClientView(SkalaClient):
+class _ClientView(_View, SkalaClient):
     """A :class:`SkalaClient` with other defaults that shares everything else with its own
-    client (made by :meth:`SkalaClient.with_options`).
-
-    Attributes other than the options are read from and written to the client, so state
-    that changes later (the webhook health, the poll slots made on first use) stays one.
-    """
-
-    def __init__(
-        self,
-        root: SkalaClient,
-        *,
-        retry: RetryPolicy,
-        poll: PollPolicy,
-        timeouts: Timeouts,
-        call_timeout: float | None,
-    ) -> None:
-        object.__setattr__(self, "_view_of", root)
-        self.retry_policy = retry
-        self.poll_policy = poll
-        self._timeouts = timeouts
-        self._call_timeout = call_timeout
-        # Handles the view makes poll on the view's options, asleep among the client's waits.
-        self._waits = root._waits.view(
-            fetch=self._poll, get=self.get_ticket, policy=self._wait_policy, retry=self._retry
-        )
-
-    @property
-    def _root(self) -> SkalaClient:
-        root: SkalaClient = self.__dict__["_view_of"]
-        return root
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_view_of"], name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _VIEW_OWN:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._root, name, value)
-
-    def __repr__(self) -> str:
-        return repr(self._root)[:-1] + " view>"
-
-
-def _release_abandoned(transport: Transport) -> None:
-    """Finalizer of a client that was never closed: release its own session quietly.
-
-    Runs when the client is garbage collected, or at interpreter exit while it is still
-    alive; nothing here awaits (see :meth:`AiohttpTransport.release_abandoned`). A
-    :class:`ResourceWarning` (hidden by Python's default filters, shown by ``-X dev`` and
-    test runners) still tells developers that ``close()`` was missed.
-    """
-    if not isinstance(transport, AiohttpTransport) or not transport.release_abandoned():
-        return
-    warnings.warn(
-        "a SkalaClient was never closed; use 'async with SkalaClient(...)' or "
-        "'await client.close()'",
-        ResourceWarning,
-        stacklevel=1,
-    )
+    client (made by :meth:`SkalaClient.with_options`; see :class:`_View`)."""

@@ -1,7 +1,7 @@
 """The pure core: validate drafts, describe requests, read responses. No I/O here.
 
 Everything in this module is synchronous and deterministic, so it is tested without a
-network (``tests/test_protocol.py``). ``_transport`` turns a :class:`Request` into bytes on
+network (``tests/core/test_protocol.py``). ``_transport`` turns a :class:`Request` into bytes on
 the wire and hands back a :class:`RawResponse`; the functions below decide what it means.
 
 API facts are from the Ripio Ramps API pages (reference sections in brackets).

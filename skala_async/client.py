@@ -95,6 +95,7 @@ class SkalaClient(_Engine):
     notebook cell and used in the next.
     """
 
+    # Over 60 lines: one keyword per documented argument (the checks are in _client_config).
     def __init__(
         self,
         client_id: str | None = None,

@@ -187,6 +187,7 @@ class AiohttpTransport:
             total=max(total, 0.001), connect=t.connect, sock_read=sock_read
         )
 
+    # Over 60 lines: one exchange, its failures translated in one place, read as a whole.
     async def send(
         self,
         request: Request,

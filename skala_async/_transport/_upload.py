@@ -134,6 +134,7 @@ class AttachmentPayload(aiohttp.payload.Payload):
             # came while a worker thread reads, that thread closes it when its read ends.
             reader.release()
 
+    # Over 60 lines: sendfile() with its fallbacks and file-position bookkeeping, kept together.
     async def _send_file(
         self, loop: asyncio.AbstractEventLoop, writer: _Coalescing, count: int, *, whole: bool
     ) -> bool:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json as json_module
 from collections.abc import Awaitable, Callable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from skala_async import _cancelsafe
 from skala_async._wire import ProgressCallback, RawResponse, Request, Timeouts
+from skala_async.errors import RequestTimeoutError
 
 __all__ = ["Handler", "MockTransport"]
 
@@ -26,8 +29,9 @@ class MockTransport:
     returns a :class:`~skala_async.RawResponse` (:meth:`json` makes one). An exception it
     raises reaches the client as a failed attempt would: raise
     :class:`~skala_async.TransportError` to play a network failure (retried by the
-    client's rules), anything else to fail the call. Every request is kept in
-    :attr:`requests`, in order.
+    client's rules), anything else to fail the call. An async handler that outlasts the
+    call's ``timeout=`` ends in :class:`~skala_async.RequestTimeoutError`, as a silent
+    server would. Every request is kept in :attr:`requests`, in order.
 
     Nothing is encoded: it shows what the client asks, not the bytes on the wire; test
     those against :class:`~skala_async.testing.SkalaSandbox`.
@@ -63,12 +67,30 @@ class MockTransport:
             progress(total, total)  # the whole body "sent" at once
         answer = self._handler(request)
         if inspect.isawaitable(answer):
-            answer = await answer
+            answer = await self._within(request, answer, time_limit)
         if not isinstance(answer, RawResponse):
             raise TypeError(
                 f"the MockTransport handler must return a RawResponse, got {type(answer).__name__}"
             )
         return answer
+
+    @staticmethod
+    async def _within(
+        request: Request, answer: Awaitable[RawResponse], time_limit: float | None
+    ) -> RawResponse:
+        """An async handler's answer, bounded by the attempt's ``time_limit`` as on the wire."""
+        if time_limit is None:
+            return await answer
+        deadline = asyncio.get_running_loop().time() + time_limit
+        try:
+            return await _cancelsafe.within(answer, deadline)
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"{request.method} {request.path}: no answer within {time_limit:.3g} s",
+                method=request.method,
+                path=request.path,
+                request_sent=True,
+            ) from None
 
     async def close(self) -> None:
         """Mark the transport closed; a request after this raises ``RuntimeError``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import uuid
 
@@ -221,3 +222,21 @@ async def test_timeouts_reach_the_transport() -> None:
     assert isinstance(limit, float)
     assert 0 < limit <= 50
     assert view_limits == skala.Timeouts(read=1.0)
+
+
+async def test_a_handler_slower_than_the_call_timeout_is_a_request_timeout() -> None:
+    release = asyncio.Event()
+
+    async def silent(request: Request) -> RawResponse:
+        await release.wait()  # never set: a server that never answers
+        return MockTransport.json(200, ticket("CREATED"))
+
+    mock = MockTransport(silent)
+    async with SkalaClient(token="t", transport=mock, retry=FAST_RETRY) as client:
+        with pytest.raises(skala.RequestTimeoutError) as info:
+            await asyncio.wait_for(client.get_ticket(TID, timeout=0.05), 30)
+        with pytest.raises(skala.CreateOutcomeUnknownError):
+            await asyncio.wait_for(client.create_ticket(CID, "s", "d", timeout=0.05), 30)
+    assert info.value.request_sent
+    assert mock.requests[-1].operation is Operation.CREATE  # the create was not re-sent
+    assert [r.operation for r in mock.requests].count(Operation.CREATE) == 1

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ._backoff import PollPolicy, RetryPolicy
 from ._logging import setup_from_env as _setup_logging
-from ._transport import Timeouts
 from ._version import __version__
 from ._waiting import TicketHandle
+from ._wire import Operation, RawResponse, Request, Timeouts, Transport
 from .client import PRODUCTION_URL, SANDBOX_URL, SkalaClient
 from .errors import (
     ApiError,
@@ -94,8 +94,11 @@ __all__ = [
     "JournalError",
     "JournalInUseError",
     "JournalLostError",
+    "Operation",
     "PollPolicy",
     "RateLimitedError",
+    "RawResponse",
+    "Request",
     "RequestTimeoutError",
     "RetryPolicy",
     "ServerError",
@@ -111,6 +114,7 @@ __all__ = [
     "TicketNotFoundError",
     "TicketStatus",
     "Timeouts",
+    "Transport",
     "TransportError",
     "UnderlyingError",
     "UnexpectedResponseError",

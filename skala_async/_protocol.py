@@ -1,7 +1,7 @@
 """The pure core: validate drafts, describe requests, read responses. No I/O here.
 
 Everything in this module is synchronous and deterministic, so it is tested without a
-network (``tests/test_protocol.py``). ``_transport`` turns a :class:`Request` into bytes on
+network (``tests/core/test_protocol.py``). ``_transport`` turns a :class:`Request` into bytes on
 the wire and hands back a :class:`RawResponse`; the functions below decide what it means.
 
 API facts are from the Ripio Ramps API pages (reference sections in brackets).
@@ -13,30 +13,27 @@ import base64
 import email.utils
 import json
 import math
-import os
 import time
-import unicodedata
 import urllib.parse
 import uuid
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from ._limits import (
-    ALLOWED_EXTENSIONS,
     CREATE_PATH,
-    MAX_DESCRIPTION_CHARS,
-    MAX_FILE_BYTES,
-    MAX_FILES,
-    MAX_SUMMARY_CHARS,
-    MAX_TOTAL_BYTES,
     MIB,
     SUPPORT_TICKETS_NOT_ENABLED_CODE,
     TICKET_PATH,
     TOKEN_PATH,
-    extension_of,
 )
+from ._validate import _LINE_BREAKS as _LINE_BREAKS  # re-exported: the old home
+from ._validate import _with_clean_name
+from ._validate import check_draft as check_draft
+from ._validate import clean_filename as clean_filename
+from ._validate import validate_draft as validate_draft
+from ._wire import Operation, RawResponse, Request
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -50,51 +47,11 @@ from .errors import (
     UploadAbortedError,
     ValidationError,
 )
-from .models import Attachment, Ticket, TicketDraft, TicketStatus, content_type_for
-
-Kind = Literal["token", "create", "get"]
+from .models import Ticket, TicketDraft, TicketStatus
 
 #: Largest response body we read. Documented bodies are under 1 KiB; a hostile or broken
 #: server cannot make the client buffer more than this.
 MAX_RESPONSE_BYTES = 1 * MIB
-
-
-@attrs.frozen
-class Request:
-    """What to send, independent of any HTTP library.
-
-    ``fields`` and ``files`` make a ``multipart/form-data`` body (create); ``form`` makes an
-    ``application/x-www-form-urlencoded`` body (token). ``headers`` never include the bearer
-    token: the client adds it per attempt, so a refreshed token is used on a retry.
-    """
-
-    kind: Kind
-    method: str
-    path: str
-    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
-    fields: tuple[tuple[str, str], ...] = ()
-    files: tuple[Attachment, ...] = ()
-    form: tuple[tuple[str, str], ...] = ()
-    needs_auth: bool = True
-    #: The ticket a retrieve asks for (logs and traces name it).
-    ticket_id: uuid.UUID | None = None
-
-    @property
-    def body_size(self) -> int:
-        """Bytes of file content in the body (used to size upload timeouts)."""
-        return sum(f.size or 0 for f in self.files)
-
-
-@attrs.frozen
-class RawResponse:
-    """A response as bytes: status, headers (case-insensitive mapping) and body."""
-
-    status: int
-    headers: Mapping[str, str] = attrs.field(repr=False)
-    body: bytes = attrs.field(repr=False)
-    truncated: bool = False
-    #: The server's id of this exchange (see :func:`request_id_of`), if it sent one.
-    request_id: str | None = None
 
 
 #: The response header that carries the server's id of an exchange, unless told otherwise.
@@ -132,135 +89,6 @@ class TokenInfo:
     scope: str | None = None
 
 
-# --------------------------------------------------------------------------- validation
-
-_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
-
-
-def _text_problems(name: str, value: object, limit: int, *, one_line: bool) -> list[str]:
-    if not isinstance(value, str):
-        return [f"{name}: must be a string, not {type(value).__name__}"]
-    problems = []
-    if not value.strip():
-        problems.append(f"{name}: must not be empty")
-    if len(value) > limit:
-        problems.append(f"{name}: must be at most {limit} characters (got {len(value)})")
-    if one_line and not _LINE_BREAKS.isdisjoint(value):
-        problems.append(f"{name}: must be a single line (no line breaks)")
-    if "\x00" in value:
-        problems.append(f"{name}: must not contain NUL characters")
-    if not value.isascii() and value.encode("utf-8", "surrogatepass") != value.encode(
-        "utf-8", "ignore"
-    ):
-        problems.append(f"{name}: must be valid Unicode text (it has a lone surrogate)")
-    return problems
-
-
-#: What separates directories in a path here: ``/``, and ``\\`` on Windows only (elsewhere
-#: ``\\`` is an ordinary character of a file name).
-_SEPARATORS = tuple({"/", os.sep, os.altsep or "/"})
-
-
-def clean_filename(name: str) -> str:
-    """The name to send: the last path component, without control characters.
-
-    A path is cut at this platform's separators, so a local directory never leaves the
-    machine while a file's own name (``a\\b.pdf`` on Linux) is sent whole. Names given
-    with ``filename=`` were already cut at both separators when the attachment was made.
-    """
-    base = name
-    for sep in _SEPARATORS:
-        base = base.rsplit(sep, 1)[-1]
-    return "".join(c for c in base if unicodedata.category(c) not in ("Cc", "Cs")).strip()
-
-
-def _how_to_name(att: Attachment) -> str:
-    if att.fileobj is not None:
-        return 'Attachment.from_file(f, filename="receipt.pdf")'
-    if att.data is not None:
-        return 'Attachment.from_bytes(data, filename="receipt.pdf")'
-    return 'Attachment.from_path(path, filename="receipt.pdf")'
-
-
-def _fmt_size(n: int) -> str:
-    return f"{n / MIB:.1f} MiB" if n >= MIB else f"{n} bytes"
-
-
-def validate_draft(draft: TicketDraft) -> list[str]:
-    """Every way ``draft`` breaks the documented limits, as sentences; empty if none.
-
-    Limits (reference section 4): customer id a UUID; summary non-empty, one line, at most
-    240 characters; description non-empty, at most 5000 characters; at most 5 files of at
-    most 25 MiB each and 50 MiB together, with an allowed extension; every file readable.
-    """
-    problems: list[str] = []
-    cid: object = draft.customer_id
-    if isinstance(cid, str):
-        try:
-            uuid.UUID(cid.strip())
-        except ValueError:
-            problems.append(f"customer_id: {cid!r} is not a UUID")
-    elif not isinstance(cid, uuid.UUID):
-        problems.append(f"customer_id: must be a UUID string, not {type(cid).__name__}")
-    problems += _text_problems("summary", draft.summary, MAX_SUMMARY_CHARS, one_line=True)
-    problems += _text_problems(
-        "description", draft.description, MAX_DESCRIPTION_CHARS, one_line=False
-    )
-    if len(draft.files) > MAX_FILES:
-        problems.append(f"files: at most {MAX_FILES} attachments (got {len(draft.files)})")
-    total = 0
-    seen: dict[str, int] = {}
-    for i, att in enumerate(draft.files):
-        label = f"files[{i}]"
-        name = clean_filename(att.filename)
-        if att.problem:
-            problems.append(f"{label}: {att.problem}")
-        if not name:
-            problems.append(f"{label}: needs a file name; give one with {_how_to_name(att)}")
-        else:
-            first = seen.setdefault(name.casefold(), i)
-            if first != i:
-                problems.append(
-                    f"{label}: {name!r} is also the name of files[{first}] (names are "
-                    "compared ignoring case); give each attachment its own name with "
-                    f"{_how_to_name(att)}"
-                )
-            ext = extension_of(name)
-            if ext not in ALLOWED_EXTENSIONS:
-                allowed = " ".join(sorted(ALLOWED_EXTENSIONS))
-                shown = f".{ext}" if ext else "no extension"
-                problems.append(f"{label}: {name!r} has {shown}; allowed extensions are {allowed}")
-        if att.size is not None:
-            total += att.size
-            if att.size > MAX_FILE_BYTES:
-                problems.append(
-                    f"{label}: {name!r} is {_fmt_size(att.size)}, over the "
-                    f"{_fmt_size(MAX_FILE_BYTES)} limit per file"
-                )
-    if total > MAX_TOTAL_BYTES:
-        problems.append(
-            f"files: {_fmt_size(total)} together, over the {_fmt_size(MAX_TOTAL_BYTES)} limit"
-        )
-    return problems
-
-
-def check_draft(draft: TicketDraft) -> None:
-    """Raise :class:`ValidationError` listing every problem of ``draft``, if any."""
-    problems = validate_draft(draft)
-    if problems:
-        raise ValidationError(problems)
-
-
-# --------------------------------------------------------------------------- requests
-
-
-def _with_clean_name(attachment: Attachment) -> Attachment:
-    name = clean_filename(attachment.filename)
-    if name == attachment.filename:
-        return attachment
-    return attrs.evolve(attachment, filename=name, content_type=content_type_for(name))
-
-
 def create_request(draft: TicketDraft) -> Request:
     """The create-ticket request for a draft (validates it first)."""
     check_draft(draft)
@@ -268,7 +96,7 @@ def create_request(draft: TicketDraft) -> Request:
     cid_text = str(cid if isinstance(cid, uuid.UUID) else uuid.UUID(cid.strip()))
     files = tuple(_with_clean_name(a) for a in draft.files)
     return Request(
-        kind="create",
+        operation=Operation.CREATE,
         method="POST",
         path=CREATE_PATH,
         headers={"Accept": "application/json"},
@@ -297,7 +125,7 @@ def get_request(ticket_id: uuid.UUID | str) -> Request:
     """The retrieve-ticket request (reference section 5)."""
     tid = ticket_id_of(ticket_id)
     return Request(
-        kind="get",
+        operation=Operation.GET,
         method="GET",
         path=TICKET_PATH.format(ticket_id=tid),
         headers={"Accept": "application/json"},
@@ -309,7 +137,7 @@ def token_request(client_id: str, client_secret: str) -> Request:
     """The client-credentials token request (reference section 2)."""
     raw = f"{client_id}:{client_secret}".encode()
     return Request(
-        kind="token",
+        operation=Operation.TOKEN,
         method="POST",
         path=TOKEN_PATH,
         headers={
@@ -389,7 +217,11 @@ def error_for(request: Request, response: RawResponse) -> ApiError:
         detail = {"message": detail}
     if not isinstance(detail, dict):
         detail = None
-    excerpt = None if data is not None or request.kind == "token" else _excerpt_of(response.body)
+    excerpt = (
+        None
+        if data is not None or request.operation is Operation.TOKEN
+        else _excerpt_of(response.body)
+    )
     kw: dict[str, Any] = {
         "code": code,
         "type": etype,
@@ -427,7 +259,7 @@ def _unexpected(request: Request, response: RawResponse, why: str) -> Unexpected
     message = f"HTTP {response.status} on {request.method} {request.path}: {why}"
     excerpt = None
     # A token endpoint's body may hold a token: never copy it into an error.
-    if request.kind != "token":
+    if request.operation is not Operation.TOKEN:
         excerpt = _excerpt_of(response.body)
         message += f"; body starts {_excerpt_of(response.body, 120)!r}"
     return UnexpectedResponseError(
@@ -493,13 +325,13 @@ def parse_ticket(request: Request, response: RawResponse) -> Ticket:
     """
     if not 200 <= response.status < 300:
         raise error_for(request, response)
-    if request.kind == "create" and response.status != 202 and not response.truncated:
+    creates = request.operation is Operation.CREATE
+    if creates and response.status != 202 and not response.truncated:
         raise _unexpected(request, response, "a create is answered 202 Accepted")
     ticket = _fast_ticket(response) or _structured(request, response, Ticket)
-    if request.kind == "get":
-        expected = request.path.rstrip("/").rsplit("/", 1)[-1]
-        if str(ticket.ticket_id) != expected:
-            raise _unexpected(request, response, f"ticketId {ticket.ticket_id} is not {expected}")
+    expected = request.ticket_id
+    if request.operation is Operation.GET and expected is not None and ticket.ticket_id != expected:
+        raise _unexpected(request, response, f"ticketId {ticket.ticket_id} is not {expected}")
     return ticket
 
 

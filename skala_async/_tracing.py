@@ -31,9 +31,10 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ._version import __version__
+from ._wire import Operation
 
 if TYPE_CHECKING:
-    from ._protocol import RawResponse, Request
+    from ._wire import RawResponse, Request
     from .errors import SkalaError
 
 __all__ = ["Tracing"]
@@ -41,12 +42,12 @@ __all__ = ["Tracing"]
 Span = trace.Span
 
 _URL_TEMPLATES = {
-    "token": "/oauth2/token/",
-    "create": "/api/v1/supportTickets/",
-    "get": "/api/v1/supportTickets/{ticketId}/",
+    Operation.TOKEN: "/oauth2/token/",
+    Operation.CREATE: "/api/v1/supportTickets/",
+    Operation.GET: "/api/v1/supportTickets/{ticketId}/",
 }
 #: Span names of calls that are one request kind (a create's span also covers validation).
-_OPERATIONS = {"token": "skala.token", "get": "skala.get_ticket"}
+_OPERATIONS = {Operation.TOKEN: "skala.token", Operation.GET: "skala.get_ticket"}
 
 
 class Tracing:
@@ -72,7 +73,7 @@ class Tracing:
         if request.ticket_id is not None:
             attributes["skala.ticket_id"] = str(request.ticket_id)
         with self._tracer.start_as_current_span(
-            _OPERATIONS[request.kind], attributes=attributes, record_exception=False
+            _OPERATIONS[request.operation], attributes=attributes, record_exception=False
         ) as span:
             yield span
 
@@ -110,7 +111,7 @@ class Tracing:
             "server.port": parts.port or (443 if parts.scheme == "https" else 80),
             "url.full": url,
             "url.scheme": parts.scheme,
-            "url.template": _URL_TEMPLATES[request.kind],
+            "url.template": _URL_TEMPLATES[request.operation],
         }
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-import logging
 import os
-import string
-import urllib.parse
 import uuid
-import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from . import _cancelsafe, _protocol
-from ._auth import ClientCredentials, StaticToken, TokenProvider
+from . import _protocol
+from ._auth import StaticToken, TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
-from ._protocol import RawResponse, Request
-from ._transport import ProgressCallback, Timeouts, Transport
-from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, Waits
-from .bus import LocalBus, TicketBus
-from .errors import (
-    ApiError,
-    CreateOutcomeUnknownError,
-    RequestTimeoutError,
-    SkalaError,
-    TransportError,
-    ValidationError,
-    WaitTimeoutError,
+from ._client_config import (
+    _check_base_url,
+    _check_header_name,
+    _check_proxy,
+    _release_abandoned,
+    _tracing_for,
+    make_auth,
+    make_transport,
 )
+from ._client_engine import _Engine
+from ._client_view import _check_poll, _View
+from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
+from ._wire import ProgressCallback, Timeouts, Transport
+from .bus import TicketBus
 from .models import FileLike, Ticket, TicketDraft
 
 if TYPE_CHECKING:
@@ -38,94 +33,18 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from ._tracing import Tracing
     from .bulk import BulkInputs, BulkReport, BulkResult
     from .webhooks import AiohttpHandler, EventCallback, Secrets
 
 __all__ = ["PRODUCTION_URL", "SANDBOX_URL", "SkalaClient"]
-
-log = logging.getLogger("skala_async")
-#: One line per HTTP attempt (DEBUG), per retry and per request that failed (INFO).
-http_log = logging.getLogger("skala_async.http")
-_DEBUG = logging.DEBUG
 
 #: Ripio's sandbox environment (reference section 1).
 SANDBOX_URL = "https://skala-sandbox.ripio.com"
 #: Ripio's production environment.
 PRODUCTION_URL = "https://skala.ripio.com"
 
-T = TypeVar("T")
 
-
-def _check_base_url(base_url: str, allow_insecure_http: bool) -> str:
-    if not isinstance(base_url, str) or not base_url:
-        raise ValueError("base_url must be a URL such as SANDBOX_URL")
-    # A refused URL is shown without its user-info: it may hold a password.
-    shown = _protocol.redact_url(base_url)
-    try:
-        parts = urllib.parse.urlsplit(base_url)
-        hostname = parts.hostname
-    except ValueError:  # an unbalanced "[" (IPv6) ...: its message may quote the URL
-        parts = None
-    if parts is None:  # raised here, not in the handler: no __context__ to quote it
-        raise ValueError(f"base_url is not a valid URL: {shown!r}")
-    if parts.scheme not in ("http", "https") or not hostname:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")
-    if parts.query or parts.fragment or "@" in parts.netloc or "@" in base_url:
-        raise ValueError("base_url must not carry a query, fragment or credentials (user-info)")
-    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(hostname):
-        raise ValueError(
-            f"refusing plain http:// to {hostname}: credentials and tickets would travel "
-            "unencrypted. Use https://, or pass allow_insecure_http=True if you really mean it"
-        )
-    return base_url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_proxy(proxy: object) -> None:
-    if proxy is None:
-        return
-    if not isinstance(proxy, str):
-        raise TypeError(f"proxy must be a URL string, got {type(proxy).__name__}")
-    parts = urllib.parse.urlsplit(proxy)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        # The URL may carry a password: name what is wrong, never the URL itself.
-        raise ValueError("proxy must be an http:// or https:// URL with a host")
-    try:
-        parts.port  # noqa: B018 - raises on a port that is not a number
-    except ValueError:
-        raise ValueError("proxy has a port that is not a number") from None
-
-
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
-
-
-def _is_token(name: str) -> bool:
-    """Whether ``name`` is a valid HTTP header name (RFC 9110 token)."""
-    return bool(name) and all(c in _TOKEN_CHARS for c in name)
-
-
-def _tracing_for(tracing: Any) -> Tracing | None:
-    if tracing is None or tracing is False:
-        return None
-    try:
-        from ._tracing import Tracing
-    except ImportError:
-        raise RuntimeError(
-            "tracing= needs OpenTelemetry: pip install 'skala-async[otel]'"
-        ) from None
-    return Tracing(tracing)
-
-
-class SkalaClient:
+class SkalaClient(_Engine):
     """Async client for the Skala Support Tickets API.
 
     Args:
@@ -165,12 +84,18 @@ class SkalaClient:
             health, webhook dedupe and the ``Retry-After`` pause (:mod:`skala_async.bus`).
             The caller's: never closed by the client. Default: a
             :class:`~skala_async.bus.LocalBus` of its own (one process).
+        transport: what sends the requests: anything implementing
+            :class:`~skala_async.Transport` (``skala_async.testing.MockTransport`` in unit
+            tests). Closed by :meth:`close`. Default: an aiohttp transport made from
+            ``session``, ``proxy``, ``ssl``, ``trust_env``, ``trace_configs``,
+            ``user_agent`` and ``request_id_header``, which cannot be given with it.
 
     Use it as ``async with SkalaClient(...) as client:``, or call :meth:`close`. Nothing
     binds to an event loop until the first request, so a client can be made in one
     notebook cell and used in the next.
     """
 
+    # Over 60 lines: one keyword per documented argument (the checks are in _client_config).
     def __init__(
         self,
         client_id: str | None = None,
@@ -194,27 +119,14 @@ class SkalaClient:
         tracing: Any = None,
         request_id_header: str = _protocol.DEFAULT_REQUEST_ID_HEADER,
         bus: TicketBus | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.base_url = _check_base_url(base_url, allow_insecure_http)
         _check_proxy(proxy)
-        if not isinstance(request_id_header, str) or not _is_token(request_id_header):
-            raise ValueError(
-                f"request_id_header must be an HTTP header name, got {request_id_header!r}"
-            )
-        if token is not None:
-            if client_id is not None or client_secret is not None:
-                raise ValueError("pass either token= or client_id/client_secret, not both")
-            self._auth: TokenProvider = StaticToken(token)
-        elif client_id and client_secret:
-            if not isinstance(client_id, str) or not isinstance(client_secret, str):
-                raise TypeError("client_id and client_secret must be strings")
-            creds = (client_id, client_secret)
-            self._auth = ClientCredentials(lambda: self._fetch_token(*creds), margin=token_margin)
-        else:
-            raise ValueError(
-                "credentials missing: pass client_id and client_secret (or token=), "
-                "or use SkalaClient.from_env() with SKALA_CLIENT_ID and SKALA_CLIENT_SECRET"
-            )
+        _check_header_name(request_id_header)
+        self._auth: TokenProvider = make_auth(
+            client_id, client_secret, token, self._fetch_token, token_margin
+        )
         if max_concurrent_polls < 1:
             raise ValueError(f"max_concurrent_polls must be >= 1, got {max_concurrent_polls}")
         self.client_id = client_id
@@ -223,43 +135,27 @@ class SkalaClient:
         self.webhook_poll_policy = webhook_poll or PollPolicy(
             first_delay=60.0, min_interval=30.0, max_interval=120.0
         )
-        self._transport = Transport(
+        self._timeouts = timeouts or Timeouts()
+        self._transport = make_transport(
+            transport,
             self.base_url,
+            self._timeouts,
             session=session,
-            timeouts=timeouts,
             user_agent=user_agent,
             proxy=proxy,
             trust_env=trust_env,
             ssl=ssl,
-            trace_configs=list(trace_configs) if trace_configs is not None else None,
+            trace_configs=trace_configs,
             request_id_header=request_id_header,
         )
-        self._tracing: Tracing | None = _tracing_for(tracing)
-        #: Per-request limits (``with_options(timeout=Timeouts(...))`` replaces them).
-        self._timeouts = self._transport.timeouts
+        self._tracing = _tracing_for(tracing)
         #: Seconds each call may take when it names no ``timeout=`` (``with_options``).
         self._call_timeout: float | None = None
         # A client that is never closed must not spam "Unclosed client session" (or worse,
         # "Event loop is closed") when it is collected or the interpreter exits.
+        self._closed = False
         self._finalizer = weakref.finalize(self, _release_abandoned, self._transport)
-        if bus is not None and not isinstance(bus, TicketBus):
-            raise TypeError(f"bus must implement skala_async.bus.TicketBus, got {bus!r}")
-        own_bus: LocalBus | None = None
-        if bus is None:
-            bus = own_bus = LocalBus()
-        #: What waits, webhooks and bulk runs share (:mod:`skala_async.bus`).
-        self.bus: TicketBus = bus
-        self._waits = Waits(
-            bus=self.bus,
-            fetch=self._poll,
-            get=self.get_ticket,
-            policy=self._wait_policy,
-            retry=self._retry,
-            tracing=self._tracing,
-            own_bus=own_bus,
-        )
-        self._max_polls = max_concurrent_polls
-        self._poll_slots: asyncio.Semaphore | None = None
+        self._share(bus, max_concurrent_polls, get=self.get_ticket)
         #: Requests sent, by kind (``token``, ``create``, ``get``), attempts included.
         self.request_counts: dict[str, int] = {"token": 0, "create": 0, "get": 0}
 
@@ -276,7 +172,7 @@ class SkalaClient:
 
     def __repr__(self) -> str:
         auth = "token" if isinstance(self._auth, StaticToken) else f"client_id={self.client_id!r}"
-        state = " closed" if self._transport.closed else ""
+        state = " closed" if self._closed else ""
         return f"<SkalaClient {self.base_url} {auth}{state}>"
 
     # ------------------------------------------------------------------ lifecycle
@@ -299,6 +195,7 @@ class SkalaClient:
         client's: a bus shared with other clients stays open, and is the caller's to close).
         """
         self._finalizer.detach()
+        self._closed = True
         self._waits.close()
         await self._auth.aclose()
         await self._transport.close()
@@ -306,7 +203,7 @@ class SkalaClient:
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return self._transport.closed
+        return self._closed
 
     # ------------------------------------------------------------------ public API
 
@@ -356,58 +253,6 @@ class SkalaClient:
     ) -> TicketHandle:
         """Like :meth:`create_ticket`, from a :class:`TicketDraft`."""
         return await self._submit(draft, progress, self._deadline(timeout), retry)
-
-    async def _submit(
-        self,
-        draft: TicketDraft,
-        progress: ProgressCallback | None,
-        deadline: float | None,
-        retry: RetryPolicy | None,
-    ) -> TicketHandle:
-        """A create within ``deadline`` (event-loop time; ``None``: none)."""
-        if self._tracing is not None:
-            return await self._submit_traced(self._tracing, draft, progress, deadline, retry)
-        request = _protocol.create_request(draft)
-        ticket = await self._execute(
-            request, _protocol.parse_ticket, deadline, progress, self._retry(retry)
-        )
-        loop = asyncio.get_running_loop()
-        self.bus.publish(ticket)
-        return TicketHandle(self._waits, ticket.ticket_id, ticket, accepted_at=loop.time())
-
-    async def _submit_traced(
-        self,
-        tracing: Tracing,
-        draft: TicketDraft,
-        progress: ProgressCallback | None,
-        deadline: float | None,
-        retry: RetryPolicy | None,
-    ) -> TicketHandle:
-        with tracing.create() as span:
-            try:
-                request = _protocol.create_request(draft)
-            except ValidationError as exc:
-                tracing.ended(span, "invalid", exc)
-                raise
-            tracing.describe_create(span, request)
-            try:
-                ticket = await self._execute(
-                    request, _protocol.parse_ticket, deadline, progress, self._retry(retry)
-                )
-            except CreateOutcomeUnknownError as exc:
-                tracing.ended(span, "uncertain", exc)
-                raise
-            except ApiError as exc:
-                tracing.ended(span, "rejected" if 400 <= int(exc.status) < 500 else "failed", exc)
-                raise
-            except Exception as exc:
-                tracing.ended(span, "failed", exc)
-                raise
-            span.set_attribute("skala.ticket_id", str(ticket.ticket_id))
-            tracing.ended(span, "accepted")
-        loop = asyncio.get_running_loop()
-        self.bus.publish(ticket)
-        return TicketHandle(self._waits, ticket.ticket_id, ticket, accepted_at=loop.time())
 
     async def get_ticket(
         self,
@@ -470,7 +315,7 @@ class SkalaClient:
         )
 
     @property
-    def _root(self) -> SkalaClient:
+    def _root(self) -> _Engine:
         return self
 
     def ticket_handle(self, ticket_id: uuid.UUID | str) -> TicketHandle:
@@ -545,31 +390,9 @@ class SkalaClient:
         """
         check_timeout(timeout)
         draft = TicketDraft(customer_id, summary, description, files)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        handle = await self._submit(draft, progress, deadline, retry)
-        if deadline is None:
-            return await handle.wait_until_created(
-                None, raise_on_failure=raise_on_failure, poll=poll, retry=retry
-            )
-        left = deadline - loop.time()
-        if left <= 0:
-            # The 202 itself was the last word, heard just now: no time to ask again.
-            raise WaitTimeoutError(
-                handle.ticket_id,
-                timeout or 0.0,
-                handle.ticket,
-                resume_token=handle.resume_token(),
-            )
-        try:
-            return await handle.wait_until_created(
-                left, raise_on_failure=raise_on_failure, poll=poll, retry=retry
-            )
-        except WaitTimeoutError as exc:
-            # The budget of the whole job, not what was left of it for the wait.
-            raise WaitTimeoutError(
-                handle.ticket_id, timeout or 0.0, exc.ticket, resume_token=exc.resume_token
-            ) from None
+        return await self._create_and_wait(
+            draft, timeout, raise_on_failure, progress, retry=retry, poll=poll
+        )
 
     def submit_many(
         self,
@@ -665,404 +488,7 @@ class SkalaClient:
 
         return WebhookReceiver(secret, on_event, client=self, **kwargs).handle
 
-    def _wait_policy(self) -> PollPolicy:
-        """The poll policy of waits right now: slow while webhooks arrive."""
-        if self.bus.webhooks_healthy:
-            return self.webhook_poll_policy
-        return self.poll_policy
 
-    # ------------------------------------------------------------------ internals
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        if timeout is None:
-            timeout = self._call_timeout
-            if timeout is None:
-                return None
-        check_timeout(timeout)
-        return asyncio.get_running_loop().time() + timeout
-
-    async def _poll(
-        self, ticket_id: uuid.UUID, deadline: float | None, slot: bool, retry: RetryPolicy
-    ) -> Ticket:
-        """One GET of a wait (within the shared poll slots if ``slot``)."""
-        return await self._get(ticket_id, deadline=deadline, poll_slot=slot, retry=retry)
-
-    def _retry(self, retry: RetryPolicy | None) -> RetryPolicy:
-        if retry is None:
-            return self.retry_policy
-        if not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
-        return retry
-
-    async def _get(
-        self,
-        ticket_id: uuid.UUID,
-        *,
-        deadline: float | None,
-        poll_slot: bool = True,
-        retry: RetryPolicy | None = None,
-    ) -> Ticket:
-        request = _protocol.get_request(ticket_id)
-        policy = retry or self.retry_policy
-        if self._tracing is not None:
-            with self._tracing.operation(request) as span:
-                ticket = await self._get_slot(request, deadline, poll_slot, policy)
-                span.set_attribute("skala.ticket.status", ticket.status.value)
-        else:
-            ticket = await self._get_slot(request, deadline, poll_slot, policy)
-        self.bus.publish(ticket)
-        return ticket
-
-    async def _get_slot(
-        self, request: Request, deadline: float | None, poll_slot: bool, policy: RetryPolicy
-    ) -> Ticket:
-        if not poll_slot:
-            return await self._execute(request, _protocol.parse_ticket, deadline, None, policy)
-        if self._poll_slots is None:
-            self._poll_slots = asyncio.Semaphore(self._max_polls)
-        async with self._poll_slots:
-            return await self._execute(request, _protocol.parse_ticket, deadline, None, policy)
-
-    async def _token_within(self, request: Request, deadline: float | None) -> str:
-        """A token for ``request``, without outliving the call's deadline."""
-        if (token := self._auth.cached()) is not None:
-            return token  # the usual case: no request, no timer
-        if deadline is None:
-            return await self._auth.token()
-        try:
-            # The refresh itself is shared and shielded: only this call stops waiting. Not
-            # asyncio.wait_for: before 3.12 it can swallow a cancel (see _cancelsafe).
-            return await _cancelsafe.within(self._auth.token(), deadline)
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"{request.method} {request.path}: deadline reached while getting a token",
-                method=request.method,
-                path=request.path,
-                request_sent=False,
-            ) from None
-
-    async def _fetch_token(self, client_id: str, client_secret: str) -> _protocol.TokenInfo:
-        request = _protocol.token_request(client_id, client_secret)
-        if self._tracing is not None:
-            with self._tracing.operation(request):
-                return await self._execute(request, _protocol.parse_token, None)
-        return await self._execute(request, _protocol.parse_token, None)
-
-    async def _execute(
-        self,
-        request: Request,
-        parse: Callable[[Request, RawResponse], T],
-        deadline: float | None,
-        progress: ProgressCallback | None = None,
-        policy: RetryPolicy | None = None,
-    ) -> T:
-        """Send ``request`` with retries, token refresh and the shared rate gate."""
-        try:
-            return await self._attempts(
-                request, parse, deadline, progress, policy or self.retry_policy
-            )
-        except SkalaError as exc:
-            # Only a failure of the create request itself is ambiguous: a token request
-            # that failed first means the create was never sent.
-            if request.kind == "create" and exc_path(exc) == request.path and _ambiguous(exc):
-                raise CreateOutcomeUnknownError(
-                    f"the create request may or may not have opened a ticket ({exc}); it was "
-                    "not re-sent, because the API has no idempotency key. Check with Ripio "
-                    "(or your webhook) before creating it again",
-                    cause=exc,
-                ) from exc
-            raise
-
-    async def _attempts(
-        self,
-        request: Request,
-        parse: Callable[[Request, RawResponse], T],
-        deadline: float | None,
-        progress: ProgressCallback | None,
-        policy: RetryPolicy,
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        may_resend = (
-            _protocol.create_may_be_resent
-            if request.kind == "create"
-            else _protocol.read_may_be_resent
-        )
-        tracing = self._tracing
-        attempt = 0
-        refreshed = False
-        while True:
-            attempt += 1
-            if not await self.bus.wait_pause(deadline):
-                raise RequestTimeoutError(
-                    f"{request.method} {request.path}: the server asked to pause requests "
-                    "until after this call's deadline",
-                    method=request.method,
-                    path=request.path,
-                    request_sent=False,
-                )
-            token = await self._token_within(request, deadline) if request.needs_auth else None
-            limit = None if deadline is None else deadline - loop.time()
-            if limit is not None and limit <= 0:
-                raise RequestTimeoutError(
-                    f"{request.method} {request.path}: deadline reached before sending",
-                    method=request.method,
-                    path=request.path,
-                    request_sent=False,
-                )
-            self.request_counts[request.kind] += 1
-            try:
-                if tracing is None:
-                    raw = await self._transport.send(
-                        request,
-                        token=token,
-                        time_limit=limit,
-                        progress=progress,
-                        timeouts=self._timeouts,
-                    )
-                    result = parse(request, raw)
-                else:
-                    result, raw = await self._send_traced(
-                        tracing, request, parse, token, limit, progress, attempt
-                    )
-                if http_log.isEnabledFor(_DEBUG):
-                    http_log.debug(
-                        "%s %s -> %d %s attempt=%d%s",
-                        request.method,
-                        request.path,
-                        raw.status,
-                        _ticket_label(request, result),
-                        attempt,
-                        f" request_id={raw.request_id}" if raw.request_id else "",
-                    )
-                return result
-            except SkalaError as exc:
-                if (
-                    token is not None
-                    and _protocol.is_auth_failure(exc)
-                    and self._auth.can_refresh
-                    and not refreshed
-                    # a create is sent again only after a documented refusal
-                    and (request.kind != "create" or _protocol.create_refused(exc))
-                ):
-                    refreshed = True
-                    attempt -= 1
-                    http_log.info(
-                        "%s %s %s attempt=%d: token rejected (%s); refreshing it once",
-                        request.method,
-                        request.path,
-                        _ticket_label(request, None),
-                        attempt + 1,
-                        _reason(exc),
-                    )
-                    self._auth.invalidate(token)
-                    continue
-                server_delay = _protocol.server_delay(exc)
-                if server_delay is not None and isinstance(exc, ApiError):
-                    self.bus.pause(min(server_delay, policy.max_retry_after))
-                why_not = _no_retry(request, exc, may_resend, attempt, policy, server_delay)
-                delay = 0.0
-                if why_not is None:
-                    delay = policy.delay(attempt, server_delay)
-                    if deadline is not None and loop.time() + delay >= deadline:
-                        why_not = "the call's deadline comes first"
-                if why_not is not None:
-                    http_log.info(
-                        "%s %s %s attempt=%d failed: %s; not retried: %s",
-                        request.method,
-                        request.path,
-                        _ticket_label(request, None),
-                        attempt,
-                        _reason(exc),
-                        why_not,
-                    )
-                    raise
-                http_log.info(
-                    "%s %s %s attempt=%d failed: %s; retry in %.2f s",
-                    request.method,
-                    request.path,
-                    _ticket_label(request, None),
-                    attempt,
-                    _reason(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    async def _send_traced(
-        self,
-        tracing: Tracing,
-        request: Request,
-        parse: Callable[[Request, RawResponse], T],
-        token: str | None,
-        limit: float | None,
-        progress: ProgressCallback | None,
-        attempt: int,
-    ) -> tuple[T, RawResponse]:
-        headers: dict[str, str] = {}
-        with tracing.attempt(request, self.base_url, attempt, headers) as span:
-            try:
-                raw = await self._transport.send(
-                    request,
-                    token=token,
-                    time_limit=limit,
-                    progress=progress,
-                    timeouts=self._timeouts,
-                    extra_headers=headers,
-                )
-            except SkalaError as exc:
-                tracing.attempt_failed(span, exc)
-                raise
-            tracing.answered(span, raw)
-            return parse(request, raw), raw
-
-
-def _check_poll(poll: PollPolicy | None) -> PollPolicy | None:
-    if poll is not None and not isinstance(poll, PollPolicy):
-        raise TypeError(f"poll must be a PollPolicy, got {type(poll).__name__}")
-    return poll
-
-
-#: What a view made by ``with_options`` holds of its own; all else is its client's.
-_VIEW_OWN = frozenset({"retry_policy", "poll_policy", "_timeouts", "_call_timeout", "_waits"})
-
-
-class _ClientView(SkalaClient):
+class _ClientView(_View, SkalaClient):
     """A :class:`SkalaClient` with other defaults that shares everything else with its own
-    client (made by :meth:`SkalaClient.with_options`).
-
-    Attributes other than the options are read from and written to the client, so state
-    that changes later (the webhook health, the poll slots made on first use) stays one.
-    """
-
-    def __init__(
-        self,
-        root: SkalaClient,
-        *,
-        retry: RetryPolicy,
-        poll: PollPolicy,
-        timeouts: Timeouts,
-        call_timeout: float | None,
-    ) -> None:
-        object.__setattr__(self, "_view_of", root)
-        self.retry_policy = retry
-        self.poll_policy = poll
-        self._timeouts = timeouts
-        self._call_timeout = call_timeout
-        # Handles the view makes poll on the view's options, asleep among the client's waits.
-        self._waits = root._waits.view(
-            fetch=self._poll, get=self.get_ticket, policy=self._wait_policy, retry=self._retry
-        )
-
-    @property
-    def _root(self) -> SkalaClient:
-        root: SkalaClient = self.__dict__["_view_of"]
-        return root
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.__dict__["_view_of"], name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _VIEW_OWN:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self._root, name, value)
-
-    def __repr__(self) -> str:
-        return repr(self._root)[:-1] + " view>"
-
-
-def _ticket_label(request: Request, result: object) -> str:
-    """``ticket=<id>`` for a log line: the id asked for, or the one a create got."""
-    if request.ticket_id is not None:
-        return f"ticket={request.ticket_id}"
-    if isinstance(result, Ticket):
-        return f"ticket={result.ticket_id}"
-    if request.kind == "create":
-        return "ticket=(new)"
-    return "ticket=-"
-
-
-def _reason(exc: SkalaError) -> str:
-    """Why an attempt failed, for a log line: the status or failure, and the request id."""
-    if isinstance(exc, ApiError):
-        text = f"HTTP {int(exc.status)}"
-        if exc.code is not None:
-            text += f" code {exc.code}"
-        if exc.request_id:
-            text += f" request_id={exc.request_id}"
-        return text
-    text = str(exc)
-    prefix = f"{getattr(exc, 'method', '')} {getattr(exc, 'path', '')}: "
-    return text.removeprefix(prefix)  # the line names the request already
-
-
-def _no_retry(
-    request: Request,
-    exc: SkalaError,
-    may_resend: Callable[[BaseException], bool],
-    attempt: int,
-    policy: RetryPolicy,
-    server_delay: float | None,
-) -> str | None:
-    """Why a failed attempt is not tried again (``None``: it is)."""
-    if not may_resend(exc):
-        if isinstance(exc, TransportError) and not exc.retryable:
-            return "another attempt cannot fix it"
-        if isinstance(exc, ApiError) and 400 <= int(exc.status) < 500:
-            return "the answer is final"
-        if request.kind == "create":
-            return "the server may have processed it, and a create is never sent twice"
-        return "the answer is final"
-    if attempt >= policy.attempts:
-        return "1 attempt made" if attempt == 1 else f"{attempt} attempts made"
-    if server_delay is not None and server_delay > policy.max_retry_after:
-        return f"the server asked to wait {server_delay:g} s, over max_retry_after"
-    return None
-
-
-def exc_path(exc: SkalaError) -> str | None:
-    """The path of the request an error is about (``None`` if it is about no request)."""
-    path = getattr(exc, "path", None)
-    return path if isinstance(path, str) else None
-
-
-def _ambiguous(exc: SkalaError) -> bool:
-    """Whether a failed create may have opened a ticket anyway: anything but a refusal."""
-    return not _protocol.create_refused(exc)
-
-
-def _release_abandoned(transport: Transport) -> None:
-    """Finalizer of a client that was never closed: release its own session quietly.
-
-    Runs when the client is garbage collected, or at interpreter exit while it is still
-    alive. Without it, aiohttp's ``__del__`` methods report "Unclosed client session" and
-    "Unclosed connector" through an event loop that may be closed by then. Nothing here
-    awaits or schedules a coroutine: aiohttp's connector closes synchronously (when its
-    loop is already closed it only marks itself closed, and the sockets go with the
-    process). A :class:`ResourceWarning` (hidden by Python's default filters, shown by
-    ``-X dev`` and test runners) still tells developers that ``close()`` was missed.
-    """
-    session = transport._session
-    if session is None or not transport._owns_session or session.closed:
-        return
-    connector = session.connector
-    session.detach()  # the session counts as closed from now on
-    if connector is not None:
-        loop = connector._loop
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
-        if loop.is_running() and loop is not current:
-            # Collected in another thread while its loop runs: close it in the loop's thread.
-            try:
-                loop.call_soon_threadsafe(connector._close)
-            except RuntimeError:  # the loop closed meanwhile
-                connector._close()
-        else:
-            connector._close()
-    warnings.warn(
-        "a SkalaClient was never closed; use 'async with SkalaClient(...)' or "
-        "'await client.close()'",
-        ResourceWarning,
-        stacklevel=1,
-    )
+    client (made by :meth:`SkalaClient.with_options`; see :class:`_View`)."""

@@ -48,7 +48,7 @@ from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 
 if TYPE_CHECKING:
     from ._backoff import PollPolicy, RetryPolicy
-    from ._transport import ProgressCallback, Timeouts
+    from ._wire import ProgressCallback, Timeouts
     from .bulk import BulkReport, BulkResult
     from .models import FileLike, Ticket, TicketDraft, TicketStatus
     from .testing._sandbox import SkalaSandbox
@@ -444,7 +444,8 @@ class SkalaClient(_OnLoopThread):
         transport = client._transport
 
         def guard(what: str) -> None:
-            _loopguard.check((client.base_url, transport.proxy), what)
+            proxy = getattr(transport, "proxy", None)  # the aiohttp transport's, if it is one
+            _loopguard.check((client.base_url, proxy), what)
 
         runner.guard = guard
         self._runner = runner

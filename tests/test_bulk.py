@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import skala_async as skala
+from skala_async._transport import AiohttpTransport
 from skala_async.bulk import BulkOutcome
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 
@@ -195,21 +196,28 @@ async def test_a_thousand_drafts_with_faults(skala_sandbox: SkalaSandbox) -> Non
     sends: list[float] = []
     pauses: list[tuple[float, float]] = []
     limited_answers: list[int] = []
-    async with sandbox_client(skala_sandbox, timeouts=timeouts) as client:
-        send, pause = client._transport.send, client.bus.pause
+    transport = AiohttpTransport(skala_sandbox.url, trust_env=False)
 
-        async def recording_send(*args: Any, **kwargs: Any) -> Any:
+    class Recording:  # a Transport around the default one, noting when requests start
+        async def send(self, request: skala.Request, **kwargs: Any) -> skala.RawResponse:
             sends.append(loop.time())
-            response = await send(*args, **kwargs)
+            response = await transport.send(request, **kwargs)
             if response.status in (429, 503):
                 limited_answers.append(response.status)
             return response
+
+        async def close(self) -> None:
+            await transport.close()
+
+    # trust_env=True: the default, not refused with transport= (the transport has its own).
+    client = sandbox_client(skala_sandbox, timeouts=timeouts, trust_env=True, transport=Recording())
+    async with client:
+        pause = client.bus.pause
 
         def recording_pause(seconds: float) -> None:
             pause(seconds)
             pauses.append((loop.time(), client.bus.pause_until))  # type: ignore[attr-defined]
 
-        client._transport.send = recording_send  # type: ignore[method-assign]
         client.bus.pause = recording_pause  # type: ignore[method-assign]
         report = await client.create_many(drafts(skala_sandbox, 1000), concurrency=8)
     await asyncio.sleep(0.7)  # let the slow requests finish on the server

@@ -9,6 +9,7 @@ one on its own. :func:`sandbox_client` points a client at a sandbox with test-sp
 from __future__ import annotations
 
 from skala_async.testing._helpers import FAST_POLL, FAST_RETRY, sandbox_client
+from skala_async.testing._mock_transport import MockTransport
 from skala_async.testing.mock import MockSkala, mock_skala
 from skala_async.testing.sandbox import (
     AUTHENTICATION_FAILED_CODE,
@@ -53,6 +54,7 @@ __all__ = [
     "Endpoint",
     "Fault",
     "MockSkala",
+    "MockTransport",
     "RecordedFile",
     "RecordedRequest",
     "SandboxTicket",

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 import skala_async as skala
-from skala_async import _transport
+from skala_async._transport import _upload
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 
 MIB = 1024 * 1024
@@ -73,14 +73,14 @@ async def test_progress_comes_in_slices_and_reaches_the_total(
     make_file: Callable[..., Path],
     sendfile_calls: list[int],
 ) -> None:
-    size = 2 * _transport.SLICE + 123
+    size = 2 * _upload.SLICE + 123
     path = make_file("big.pdf", size=size)
     seen: list[tuple[int, int]] = []
     await create(
         skala_client, skala_sandbox, files=[path], progress=lambda s, t: seen.append((s, t))
     )
-    assert sendfile_calls == [_transport.SLICE, _transport.SLICE, 123]
-    assert seen == [(_transport.SLICE, size), (2 * _transport.SLICE, size), (size, size)]
+    assert sendfile_calls == [_upload.SLICE, _upload.SLICE, 123]
+    assert seen == [(_upload.SLICE, size), (2 * _upload.SLICE, size), (size, size)]
     [req] = skala_sandbox.requests_to("create")
     assert req.files[0].sha256 == sha(path.read_bytes())
 
@@ -212,6 +212,6 @@ def test_can_sendfile_refuses_writers_that_are_not_aiohttps() -> None:
     class Other:
         async def write(self, chunk: bytes) -> None: ...
 
-    assert not _transport._Coalescing(Other()).can_sendfile()  # type: ignore[arg-type]
+    assert not _upload._Coalescing(Other()).can_sendfile()  # type: ignore[arg-type]
     fake = SimpleNamespace()
-    assert not _transport._Coalescing(fake).can_sendfile()  # type: ignore[arg-type]
+    assert not _upload._Coalescing(fake).can_sendfile()  # type: ignore[arg-type]

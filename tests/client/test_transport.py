@@ -26,7 +26,7 @@ from skala_async._protocol import (
     get_request,
     token_request,
 )
-from skala_async._transport import AttachmentPayload, Timeouts, Transport
+from skala_async._transport import AiohttpTransport, AttachmentPayload, Timeouts
 from skala_async.errors import (
     RequestTimeoutError,
     SkalaError,
@@ -36,6 +36,12 @@ from skala_async.errors import (
 from skala_async.models import Attachment, TicketDraft
 
 BASE = "https://skala-sandbox.ripio.com"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 CID = "3c90c3cc-0d44-4b50-8888-8dd25736052a"
 TID = "0b6f1c2e-7d39-4f5e-9a43-52c1f0e9d8a7"
 TICKET_URL = f"{BASE}/api/v1/supportTickets/{TID}/"
@@ -61,8 +67,8 @@ class CollectingWriter:
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[Transport]:
-    t = Transport(BASE + "/")  # a trailing slash must not double up
+async def transport() -> AsyncIterator[AiohttpTransport]:
+    t = AiohttpTransport(BASE + "/")  # a trailing slash must not double up
     yield t
     await t.close()
 
@@ -92,9 +98,9 @@ def connector_error() -> aiohttp.ClientConnectorError:
 # =========================================================================== requests
 
 
-async def test_get_url_and_headers(transport: Transport, mocked: Any) -> None:
+async def test_get_url_and_headers(transport: AiohttpTransport, mocked: Any) -> None:
     mocked.get(TICKET_URL, status=200, payload=TICKET_JSON, headers={"X-Request-Id": "req-7"})
-    resp = await transport.send(get_request(TID), token="tok-abc")
+    resp = await transport.send(get_request(TID).with_headers(bearer("tok-abc")))
     assert resp.status == 200
     assert json.loads(resp.body) == TICKET_JSON
     assert resp.truncated is False
@@ -109,13 +115,13 @@ async def test_get_url_and_headers(transport: Transport, mocked: Any) -> None:
     assert call.kwargs["timeout"].total == Timeouts().read
 
 
-async def test_no_token_no_authorization(transport: Transport, mocked: Any) -> None:
+async def test_no_token_no_authorization(transport: AiohttpTransport, mocked: Any) -> None:
     mocked.get(TICKET_URL, status=200, payload=TICKET_JSON)
     await transport.send(get_request(TID))
     assert "Authorization" not in only_call(mocked, "GET", TICKET_URL).kwargs["headers"]
 
 
-async def test_token_request_form(transport: Transport, mocked: Any) -> None:
+async def test_token_request_form(transport: AiohttpTransport, mocked: Any) -> None:
     url = f"{BASE}/oauth2/token/"
     mocked.post(url, status=200, payload={"accessToken": "t", "expiresIn": 60})
     req = token_request("cid", "csecret")
@@ -130,14 +136,14 @@ async def test_token_request_form(transport: Transport, mocked: Any) -> None:
 
 
 async def test_create_sends_multipart_form(
-    transport: Transport, mocked: Any, tmp_path: pathlib.Path
+    transport: AiohttpTransport, mocked: Any, tmp_path: pathlib.Path
 ) -> None:
     url = f"{BASE}/api/v1/supportTickets/"
     mocked.post(url, status=202, payload=TICKET_JSON)
     p = tmp_path / "résumé.pdf"
     p.write_bytes(b"%PDF-1.4 body")
     req = create_request(TicketDraft(CID, "Top-up", "Missing", files=[p]))
-    resp = await transport.send(req, token="tok")
+    resp = await transport.send(req.with_headers(bearer("tok")))
     assert resp.status == 202
     call = only_call(mocked, "POST", url)
     body = call.kwargs["data"]
@@ -149,7 +155,7 @@ async def test_create_sends_multipart_form(
     assert timeout.total == pytest.approx(Timeouts().for_upload(len(b"%PDF-1.4 body")))
 
 
-async def test_each_send_builds_a_fresh_form(transport: Transport, mocked: Any) -> None:
+async def test_each_send_builds_a_fresh_form(transport: AiohttpTransport, mocked: Any) -> None:
     url = f"{BASE}/api/v1/supportTickets/"
     mocked.post(url, status=202, payload=TICKET_JSON, repeat=True)
     req = create_request(TicketDraft(CID, "s", "d"))
@@ -163,7 +169,7 @@ def test_timeouts() -> None:
     t = Timeouts(connect=5, read=20, upload_read=100, upload_min_rate=1000)
     assert t.for_upload(0) == 105
     assert t.for_upload(50_000) == 155
-    tr = Transport(BASE, timeouts=t)
+    tr = AiohttpTransport(BASE, timeouts=t)
     get = tr._timeout(get_request(TID), None)
     assert (get.total, get.sock_read, get.connect) == (20, None, 5)
     capped = tr._timeout(get_request(TID), 2.5)
@@ -176,7 +182,7 @@ def test_timeouts() -> None:
 # =========================================================================== response body cap
 
 
-async def test_body_at_the_cap_is_whole(transport: Transport, mocked: Any) -> None:
+async def test_body_at_the_cap_is_whole(transport: AiohttpTransport, mocked: Any) -> None:
     body = b"a" * MAX_RESPONSE_BYTES
     mocked.get(TICKET_URL, status=200, body=body)
     resp = await transport.send(get_request(TID))
@@ -184,7 +190,7 @@ async def test_body_at_the_cap_is_whole(transport: Transport, mocked: Any) -> No
     assert resp.body == body
 
 
-async def test_body_over_the_cap_is_truncated(transport: Transport, mocked: Any) -> None:
+async def test_body_over_the_cap_is_truncated(transport: AiohttpTransport, mocked: Any) -> None:
     mocked.get(TICKET_URL, status=502, body=b"b" * (MAX_RESPONSE_BYTES + 10))
     resp = await transport.send(get_request(TID))
     assert resp.status == 502
@@ -192,7 +198,9 @@ async def test_body_over_the_cap_is_truncated(transport: Transport, mocked: Any)
     assert len(resp.body) == MAX_RESPONSE_BYTES
 
 
-async def test_declared_length_over_the_cap_is_not_read(transport: Transport, mocked: Any) -> None:
+async def test_declared_length_over_the_cap_is_not_read(
+    transport: AiohttpTransport, mocked: Any
+) -> None:
     headers = {"Content-Length": str(MAX_RESPONSE_BYTES + 1)}
     mocked.get(TICKET_URL, status=200, body=b"{}", headers=headers)
     resp = await transport.send(get_request(TID))
@@ -203,10 +211,12 @@ async def test_declared_length_over_the_cap_is_not_read(transport: Transport, mo
 # =========================================================================== error mapping
 
 
-async def _send_raising(transport: Transport, mocked: Any, exc: BaseException) -> TransportError:
+async def _send_raising(
+    transport: AiohttpTransport, mocked: Any, exc: BaseException
+) -> TransportError:
     mocked.get(TICKET_URL, exception=exc)
     with pytest.raises(TransportError) as info:
-        await transport.send(get_request(TID), token="tok-secret")
+        await transport.send(get_request(TID).with_headers(bearer("tok-secret")))
     err = info.value
     # The cause is the original's class name and message only: aiohttp's exceptions carry
     # the request's headers, the token among them.
@@ -225,7 +235,7 @@ async def _send_raising(transport: Transport, mocked: Any, exc: BaseException) -
     return err
 
 
-async def test_connector_error_not_sent(transport: Transport, mocked: Any) -> None:
+async def test_connector_error_not_sent(transport: AiohttpTransport, mocked: Any) -> None:
     exc = connector_error()
     err = await _send_raising(transport, mocked, exc)
     assert type(err) is TransportError
@@ -234,14 +244,16 @@ async def test_connector_error_not_sent(transport: Transport, mocked: Any) -> No
     assert "Connection refused" in str(err)
 
 
-async def test_server_disconnected_may_have_been_sent(transport: Transport, mocked: Any) -> None:
+async def test_server_disconnected_may_have_been_sent(
+    transport: AiohttpTransport, mocked: Any
+) -> None:
     err = await _send_raising(transport, mocked, aiohttp.ServerDisconnectedError())
     assert type(err) is TransportError
     assert err.request_sent is True
     assert "closed the connection" in str(err)
 
 
-async def test_asyncio_timeout_is_request_timeout(transport: Transport, mocked: Any) -> None:
+async def test_asyncio_timeout_is_request_timeout(transport: AiohttpTransport, mocked: Any) -> None:
     err = await _send_raising(transport, mocked, asyncio.TimeoutError())
     assert isinstance(err, RequestTimeoutError)
     assert isinstance(err, TimeoutError)
@@ -249,13 +261,13 @@ async def test_asyncio_timeout_is_request_timeout(transport: Transport, mocked: 
     assert "timed out" in str(err)
 
 
-async def test_connection_timeout_not_sent(transport: Transport, mocked: Any) -> None:
+async def test_connection_timeout_not_sent(transport: AiohttpTransport, mocked: Any) -> None:
     err = await _send_raising(transport, mocked, aiohttp.ConnectionTimeoutError("connect"))
     assert isinstance(err, RequestTimeoutError)
     assert err.request_sent is False
 
 
-async def test_socket_read_timeout_sent(transport: Transport, mocked: Any) -> None:
+async def test_socket_read_timeout_sent(transport: AiohttpTransport, mocked: Any) -> None:
     err = await _send_raising(transport, mocked, aiohttp.SocketTimeoutError("read"))
     assert isinstance(err, RequestTimeoutError)
     assert err.request_sent is True
@@ -278,13 +290,13 @@ async def test_socket_read_timeout_sent(transport: Transport, mocked: Any) -> No
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
 )
 async def test_no_aiohttp_exception_escapes(
-    transport: Transport, mocked: Any, exc: BaseException, sent: bool
+    transport: AiohttpTransport, mocked: Any, exc: BaseException, sent: bool
 ) -> None:
     err = await _send_raising(transport, mocked, exc)
     assert err.request_sent is sent
 
 
-async def test_cancellation_is_not_wrapped(transport: Transport, mocked: Any) -> None:
+async def test_cancellation_is_not_wrapped(transport: AiohttpTransport, mocked: Any) -> None:
     mocked.get(TICKET_URL, exception=asyncio.CancelledError())
     with pytest.raises(asyncio.CancelledError):
         await transport.send(get_request(TID))
@@ -296,7 +308,7 @@ async def test_cancellation_is_not_wrapped(transport: Transport, mocked: Any) ->
 async def test_caller_session_is_not_closed(mocked: Any) -> None:
     mocked.get(TICKET_URL, status=200, payload=TICKET_JSON)
     async with aiohttp.ClientSession() as session:
-        t = Transport(BASE, session=session)
+        t = AiohttpTransport(BASE, session=session)
         await t.send(get_request(TID))
         await t.close()
         assert t.closed
@@ -306,7 +318,7 @@ async def test_caller_session_is_not_closed(mocked: Any) -> None:
 
 async def test_own_session_is_closed(mocked: Any) -> None:
     mocked.get(TICKET_URL, status=200, payload=TICKET_JSON)
-    t = Transport(BASE)
+    t = AiohttpTransport(BASE)
     assert t._session is None  # made lazily, inside a running loop
     await t.send(get_request(TID))
     session = t._session
@@ -318,7 +330,7 @@ async def test_own_session_is_closed(mocked: Any) -> None:
 
 
 async def test_close_before_use_makes_no_session() -> None:
-    t = Transport(BASE)
+    t = AiohttpTransport(BASE)
     await t.close()
     assert t._session is None
     assert t.closed
@@ -327,7 +339,7 @@ async def test_close_before_use_makes_no_session() -> None:
 @pytest.mark.parametrize("caller_session", [False, True])
 async def test_closed_transport_raises_runtime_error(caller_session: bool) -> None:
     async with aiohttp.ClientSession() as session:
-        t = Transport(BASE, session=session if caller_session else None)
+        t = AiohttpTransport(BASE, session=session if caller_session else None)
         await t.close()
         with pytest.raises(RuntimeError, match="closed"):
             await t.send(get_request(TID))
@@ -463,9 +475,9 @@ async def test_upload_on_the_wire_has_content_length(tmp_path: pathlib.Path) -> 
     p.write_bytes(b"%PDF" + b"\0" * 300_000)
     req = create_request(TicketDraft(CID.upper(), "Top-up", "Desc", files=[p]))
     async with TestServer(app, host="127.0.0.1") as server:
-        t = Transport(str(server.make_url("")))
+        t = AiohttpTransport(str(server.make_url("")))
         try:
-            resp = await t.send(req, token="tok")
+            resp = await t.send(req.with_headers(bearer("tok")))
         finally:
             await t.close()
     assert resp.status == 202
@@ -487,7 +499,7 @@ async def test_dropped_connection_on_loopback() -> None:
     app = web.Application()
     app.router.add_get("/api/v1/supportTickets/{tid}/", handler)
     async with TestServer(app, host="127.0.0.1") as server:
-        t = Transport(str(server.make_url("")))
+        t = AiohttpTransport(str(server.make_url("")))
         try:
             with pytest.raises(TransportError) as info:
                 await t.send(get_request(uuid.UUID(TID)))
@@ -503,7 +515,7 @@ async def test_refused_connection_on_loopback() -> None:
     with socket.socket() as s:  # find a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    t = Transport(f"http://127.0.0.1:{port}")
+    t = AiohttpTransport(f"http://127.0.0.1:{port}")
     try:
         with pytest.raises(TransportError) as info:
             await t.send(get_request(TID))
@@ -520,7 +532,7 @@ async def test_a_file_a_cancelled_worker_thread_still_holds_is_closed_by_that_th
     # closed when it is done, never left to the garbage collector (a ResourceWarning).
     import threading
 
-    from skala_async._transport import _ThreadHeld
+    from skala_async._transport._upload import _ThreadHeld
 
     closed: list[str] = []
     inside, go_on = threading.Event(), threading.Event()

@@ -53,6 +53,7 @@ from skala_async._protocol import (
     token_request,
     validate_draft,
 )
+from skala_async._wire import Operation
 from skala_async.errors import (
     ApiError,
     AuthenticationError,
@@ -109,7 +110,7 @@ def response(
     return RawResponse(status, CIMultiDictProxy(CIMultiDict(hdrs or {})), raw, truncated)
 
 
-CREATE = Request(kind="create", method="POST", path="/api/v1/supportTickets/")
+CREATE = Request(Operation.CREATE, method="POST", path="/api/v1/supportTickets/")
 
 
 # =========================================================================== validation
@@ -500,7 +501,7 @@ class TestCleanFilename:
 class TestCreateRequest:
     def test_fields(self) -> None:
         req = create_request(draft(customer_id=f" {CID.upper()} "))
-        assert req.kind == "create"
+        assert req.operation is Operation.CREATE
         assert req.method == "POST"
         assert req.path == "/api/v1/supportTickets/"
         assert req.needs_auth is True
@@ -546,7 +547,7 @@ class TestGetRequest:
         req = get_request(TID)
         assert req.path == f"/api/v1/supportTickets/{TID}/"
         assert req.method == "GET"
-        assert req.kind == "get"
+        assert req.operation is Operation.GET
         assert req.needs_auth is True
         assert req.headers["Accept"] == "application/json"
 
@@ -567,7 +568,7 @@ class TestGetRequest:
 class TestTokenRequest:
     def test_basic_header_and_form(self) -> None:
         req = token_request("my-client", "s3cr:et")
-        assert req.kind == "token"
+        assert req.operation is Operation.TOKEN
         assert req.method == "POST"
         assert req.path == "/oauth2/token/"
         assert req.needs_auth is False

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _cancelsafe, _protocol
 from ._auth import ClientCredentials, StaticToken, TokenProvider
-from ._backoff import PollPolicy, RetryPolicy, check_timeout
+from ._backoff import WEBHOOK_FALLBACK_POLL, PollPolicy, RetryPolicy, check_timeout
 from ._protocol import RawResponse, Request
 from ._transport import ProgressCallback, Timeouts, Transport
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, Waits
@@ -220,9 +220,7 @@ class SkalaClient:
         self.client_id = client_id
         self.retry_policy = retry or RetryPolicy()
         self.poll_policy = poll or PollPolicy()
-        self.webhook_poll_policy = webhook_poll or PollPolicy(
-            first_delay=60.0, min_interval=30.0, max_interval=120.0
-        )
+        self.webhook_poll_policy = webhook_poll or WEBHOOK_FALLBACK_POLL
         self._transport = Transport(
             self.base_url,
             session=session,

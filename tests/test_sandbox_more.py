@@ -364,7 +364,7 @@ async def test_serves_on_ipv6_loopback() -> None:
 async def test_webhooks_to_several_urls_as_a_load_balancer() -> None:
     from aiohttp import web
 
-    from tests.test_webhooks import serve
+    from tests.helpers.webhooks import serve
 
     got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
 

@@ -147,3 +147,8 @@ class PollPolicy:
         while point <= floor:
             point += self.interval(point)
         return point
+
+
+#: The slow fallback polling while webhooks arrive (a client's default ``webhook_poll``):
+#: first GET 60 to 90 s after acceptance (60 s plus the phase), then every 30 to 120 s.
+WEBHOOK_FALLBACK_POLL = PollPolicy(first_delay=60.0, min_interval=30.0, max_interval=120.0)

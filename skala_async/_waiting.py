@@ -369,11 +369,11 @@ class TicketHandle:
         Webhook first: on a client with a webhook handler mounted
         (:meth:`SkalaClient.webhook_handler`), a verified event ends the wait the moment it
         arrives (also one that arrived before the wait began), and polling runs only as a
-        slow fallback (the client's ``webhook_poll``: first GET after 60 to 90 s, then
-        every 30 to 120 s). If a wait learns the outcome by its own GET instead, or the
-        receiver refuses a delivery (bad signature, stale, malformed, too large), webhooks
-        are taken to have stopped: every wait asleep on the slow policy is rescheduled on
-        the normal one at once, until the next verified webhook.
+        slow fallback (the client's ``webhook_poll`` policy). If a wait learns the outcome
+        by its own GET instead, or the receiver refuses a delivery (bad signature, stale,
+        malformed, too large), webhooks are taken to have stopped: every wait asleep on the
+        slow policy is rescheduled on the normal one at once, until the next verified
+        webhook.
 
         A wait never times out without asking: whatever the schedule, its last GET starts
         shortly before the deadline (1 s before it, or a quarter of ``timeout`` if that is

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _protocol
 from ._auth import StaticToken, TokenProvider
-from ._backoff import PollPolicy, RetryPolicy, check_timeout
+from ._backoff import WEBHOOK_FALLBACK_POLL, PollPolicy, RetryPolicy, check_timeout
 from ._client_config import (
     _check_base_url,
     _check_header_name,
@@ -132,9 +132,7 @@ class SkalaClient(_Engine):
         self.client_id = client_id
         self.retry_policy = retry or RetryPolicy()
         self.poll_policy = poll or PollPolicy()
-        self.webhook_poll_policy = webhook_poll or PollPolicy(
-            first_delay=60.0, min_interval=30.0, max_interval=120.0
-        )
+        self.webhook_poll_policy = webhook_poll or WEBHOOK_FALLBACK_POLL
         self._timeouts = timeouts or Timeouts()
         self._transport = make_transport(
             transport,

@@ -23,7 +23,7 @@ from skala_async.redis import RedisBus
 from skala_async.testing import SkalaSandbox, sandbox_client
 from skala_async.webhooks import SIGNATURE_HEADER, WebhookReceiver, sign_payload
 from tests.helpers.redis_server import RedisServer, free_port
-from tests.test_webhooks import event_dict, serve
+from tests.helpers.webhooks import event_dict, serve
 
 SECRET = "whsec-redis-test"
 #: Waits that would take 30 s to poll: anything faster came from the bus.

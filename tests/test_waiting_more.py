@@ -16,7 +16,7 @@ import skala_async.client
 from skala_async.bus import LocalBus
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 from skala_async.webhooks import SIGNATURE_HEADER, sign_payload
-from tests.test_webhooks import serve
+from tests.helpers.webhooks import serve
 
 WEBHOOK_SECRET = "waiting-more-webhook-secret"
 

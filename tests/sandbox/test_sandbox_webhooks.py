@@ -131,7 +131,7 @@ async def test_webhooks_without_a_secret_are_unsigned(http: aiohttp.ClientSessio
 async def test_webhooks_to_several_urls_as_a_load_balancer() -> None:
     from aiohttp import web
 
-    from tests.test_webhooks import serve
+    from tests.helpers.webhooks import serve
 
     got: dict[str, list[str]] = {"a": [], "b": [], "c": []}
 

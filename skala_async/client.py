@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _cancelsafe, _protocol
 from ._auth import ClientCredentials, StaticToken, TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
+from ._env import env_base_url, env_credentials
 from ._protocol import RawResponse, Request
 from ._transport import ProgressCallback, Timeouts, Transport
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle, Waits
@@ -267,11 +268,11 @@ class SkalaClient:
     def from_env(cls, **kwargs: Any) -> SkalaClient:
         """A client configured from ``SKALA_CLIENT_ID``, ``SKALA_CLIENT_SECRET`` and
         ``SKALA_BASE_URL`` (default :data:`SANDBOX_URL`); keyword arguments win."""
-        env = os.environ
         if kwargs.get("token") is None:  # a token given here wins over credentials
-            kwargs.setdefault("client_id", env.get("SKALA_CLIENT_ID") or None)
-            kwargs.setdefault("client_secret", env.get("SKALA_CLIENT_SECRET") or None)
-        kwargs.setdefault("base_url", env.get("SKALA_BASE_URL") or SANDBOX_URL)
+            client_id, client_secret = env_credentials()
+            kwargs.setdefault("client_id", client_id)
+            kwargs.setdefault("client_secret", client_secret)
+        kwargs.setdefault("base_url", env_base_url() or SANDBOX_URL)
         return cls(**kwargs)
 
     def __repr__(self) -> str:

@@ -97,3 +97,10 @@ def _credential_options() -> argparse.ArgumentParser:
         help="CA certificates (PEM) to trust instead of the system's, e.g. a private CA",
     )
     return parent
+
+
+def add_timeout(parser: argparse.ArgumentParser, default: float | None, help: str) -> None:
+    """A ``--timeout SECONDS`` option (a positive number of seconds)."""
+    parser.add_argument(
+        "--timeout", type=_positive_seconds, default=default, metavar="SECONDS", help=help
+    )

@@ -16,12 +16,12 @@ from ._common import (
     EXIT_OK,
     _exit_for_ticket,
     _make_client,
-    _positive_seconds,
     _progress_bar,
     _read_description,
     _Run,
     _status_line,
 )
+from ._options import add_timeout
 
 
 async def _cmd_create(run: _Run) -> int:
@@ -110,12 +110,10 @@ def add_parsers(
         help="attach a file (repeat, up to 5: jpg jpeg png webp mp4 mov avi webm pdf)",
     )
     create.add_argument("--wait", action="store_true", help="wait for CREATED or FAILED")
-    create.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=DEFAULT_WAIT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"with --wait: how long to wait for the outcome (default {DEFAULT_WAIT_TIMEOUT:g})",
+    add_timeout(
+        create,
+        DEFAULT_WAIT_TIMEOUT,
+        f"with --wait: how long to wait for the outcome (default {DEFAULT_WAIT_TIMEOUT:g})",
     )
     create.add_argument(
         "--progress",
@@ -128,22 +126,18 @@ def add_parsers(
 
     get = add("get", "show a ticket's status and issue key (one GET)", [creds])
     get.add_argument("ticket_id", metavar="TICKET_ID")
-    get.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=None,
-        metavar="SECONDS",
-        help="overall time limit for the request, retries included",
+    add_timeout(
+        get,
+        None,
+        "overall time limit for the request, retries included",
     )
     get.set_defaults(handler=_cmd_get)
 
     wait = add("wait", "wait until a ticket is CREATED or FAILED", [creds])
     wait.add_argument("ticket_id", metavar="TICKET_ID")
-    wait.add_argument(
-        "--timeout",
-        type=_positive_seconds,
-        default=DEFAULT_WAIT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long to wait (default {DEFAULT_WAIT_TIMEOUT:g})",
+    add_timeout(
+        wait,
+        DEFAULT_WAIT_TIMEOUT,
+        f"how long to wait (default {DEFAULT_WAIT_TIMEOUT:g})",
     )
     wait.set_defaults(handler=_cmd_wait)

@@ -23,6 +23,7 @@ from ._client_config import (
 )
 from ._client_engine import _Engine
 from ._client_view import _check_poll, _View
+from ._env import env_base_url, env_credentials
 from ._waiting import DEFAULT_WAIT_TIMEOUT, TicketHandle
 from ._wire import ProgressCallback, Timeouts, Transport
 from .bus import TicketBus
@@ -161,11 +162,11 @@ class SkalaClient(_Engine):
     def from_env(cls, **kwargs: Any) -> SkalaClient:
         """A client configured from ``SKALA_CLIENT_ID``, ``SKALA_CLIENT_SECRET`` and
         ``SKALA_BASE_URL`` (default :data:`SANDBOX_URL`); keyword arguments win."""
-        env = os.environ
         if kwargs.get("token") is None:  # a token given here wins over credentials
-            kwargs.setdefault("client_id", env.get("SKALA_CLIENT_ID") or None)
-            kwargs.setdefault("client_secret", env.get("SKALA_CLIENT_SECRET") or None)
-        kwargs.setdefault("base_url", env.get("SKALA_BASE_URL") or SANDBOX_URL)
+            client_id, client_secret = env_credentials()
+            kwargs.setdefault("client_id", client_id)
+            kwargs.setdefault("client_secret", client_secret)
+        kwargs.setdefault("base_url", env_base_url() or SANDBOX_URL)
         return cls(**kwargs)
 
     def __repr__(self) -> str:

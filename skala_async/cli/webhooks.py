@@ -18,14 +18,23 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .cli import _positive_seconds
-from .models import SupportTicketEvent
-from .webhooks import SIGNATURE_HEADER, SIGNATURE_HEADERS, WebhookReceiver, sign_payload
+from skala_async.models import SupportTicketEvent
+from skala_async.webhooks import SIGNATURE_HEADER, SIGNATURE_HEADERS, WebhookReceiver, sign_payload
 
-if TYPE_CHECKING:
-    from .cli import _Run
+from ._common import (
+    EXIT_OK,
+    EXIT_TRANSPORT,
+    EXIT_USAGE,
+    _common_options,
+    _Failure,
+    _on_sigterm,
+    _port,
+    _positive_seconds,
+    _Run,
+    log_to,
+)
 
 SECRET_ENV = "SKALA_WEBHOOK_SECRET"  # noqa: S105 - the name of a variable, not a secret
 REDIS_ENV = "SKALA_REDIS_URL"
@@ -55,7 +64,6 @@ exit codes (webhooks):
 
 
 def _secrets(run: _Run) -> list[str]:
-    from .cli import EXIT_USAGE, _Failure
 
     given: list[str] = run.args.secret or []
     if not given:
@@ -85,8 +93,6 @@ def _event_line(event: SupportTicketEvent) -> str:
 
 async def _cmd_listen(run: _Run) -> int:
     from aiohttp import web
-
-    from .cli import EXIT_OK, EXIT_TRANSPORT, _Failure, _on_sigterm
 
     args = run.args
     secrets = _secrets(run)
@@ -139,13 +145,12 @@ async def _cmd_listen(run: _Run) -> int:
 
 def _redis_bus(run: _Run) -> Any:
     """The ``RedisBus`` of ``--redis`` / ``$SKALA_REDIS_URL``, or ``None``."""
-    from .cli import EXIT_USAGE, _Failure
 
     url: str | None = run.args.redis or os.environ.get(REDIS_ENV) or None
     if url is None:
         return None
     try:
-        from .redis import RedisBus
+        from skala_async.redis import RedisBus
     except ImportError:
         raise _Failure(
             EXIT_USAGE, "--redis needs redis-py: pip install 'skala-async[redis]'"
@@ -160,7 +165,6 @@ def _refusals_to_stderr(run: _Run) -> Callable[[], None]:
     """Show refused requests (and callback errors) on stderr, unless -v logs everything."""
     if run.args.verbose:
         return lambda: None
-    from .cli import log_to
 
     logger = logging.getLogger("skala_async.webhooks")
     undo = log_to(run.stderr, logger.name, logging.INFO, f"{run.prog}: %(message)s")
@@ -174,7 +178,6 @@ def _refusals_to_stderr(run: _Run) -> Callable[[], None]:
 
 
 async def _cmd_sign(run: _Run) -> int:
-    from .cli import EXIT_OK, EXIT_USAGE, _Failure
 
     args = run.args
     secrets = _secrets(run)
@@ -205,7 +208,6 @@ def add_parser(
     add: Callable[[str, str, list[argparse.ArgumentParser]], argparse.ArgumentParser],
 ) -> None:
     """Register the ``webhooks`` subcommand group."""
-    from .cli import _common_options, _port
 
     webhooks = add("webhooks", "receive Ripio's signed webhooks, or sign a test payload", [])
     webhooks.epilog = WEBHOOKS_EPILOG
@@ -250,6 +252,12 @@ def add_parser(
     )
     listen.set_defaults(handler=_cmd_listen)
 
+    _add_sign(group, common)
+
+
+def _add_sign(group: Any, common: list[argparse.ArgumentParser]) -> None:
+    """Register ``webhooks sign``."""
+    formatter = argparse.RawDescriptionHelpFormatter
     sign = group.add_parser(
         "sign",
         help="print the signature header for a file's raw bytes",

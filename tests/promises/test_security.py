@@ -1054,7 +1054,7 @@ async def test_a_hostile_body_is_cut_at_the_cap(
         assert isinstance(error, CreateOutcomeUnknownError)  # a 200 that cannot be read
         error = error.cause
     # aiohttp 3.13 inflated a compressed chunk whole, up to its own 32 MiB limit (64 MiB
-    # peak here), before the cap could act: hence aiohttp>=3.14.0 in pyproject.toml.
+    # peak here), before the cap could act: hence aiohttp>=3.14.2 in pyproject.toml.
     assert isinstance(error, UnexpectedResponseError), error
     assert "larger than 1048576 bytes" in str(error)
     assert SECRET not in str(error)

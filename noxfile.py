@@ -1,11 +1,18 @@
-"""The suite on the other supported Pythons and on the oldest dependencies allowed.
+"""The suite on the other supported Pythons, at each end of the dependency range.
 
-Run by the README's test command after the full suite on the development interpreter:
+Run by the README's test command after the full suite on the development interpreter
+(Python 3.11, the newest dependencies, under coverage). Two sessions, so that each
+interpreter and each end of the dependency range is covered by two of the three runs:
 
-- ``tests-3.10`` and ``tests-3.13``: the suite without the ``slow`` tests (subprocess
-  runs, large files, the notebook), which run once, under coverage, in the main run;
-- ``oldest``: the same on Python 3.11 with aiohttp, attrs and cattrs at the lower bounds
-  of ``pyproject.toml`` (read from it, so a bound raised there is what gets tested).
+- ``oldest``: Python 3.10, the oldest supported, with aiohttp, attrs and cattrs at the
+  lower bounds of ``pyproject.toml`` (read from it, so a bound raised there is what gets
+  tested);
+- ``newest``: Python 3.13, the newest supported, with the newest releases of everything.
+
+Both run the suite without the ``slow`` tests (subprocess runs, large files, the notebook,
+the documentation and package builds), which run once, under coverage, in the main run,
+and install the ``test-core`` extra only: what those tests import, without the linters,
+Jupyter, MkDocs or the build tools.
 
 Interpreters are looked up under pyenv's root (``$PYENV_ROOT``, ``pyenv root`` or
 ``~/.pyenv``), then on ``PATH`` (``python3.10``, if it runs). A missing one is skipped
@@ -29,13 +36,24 @@ else:  # pragma: no cover - nox runs from the development venv (3.11)
     tomllib = None
 
 ROOT = Path(__file__).parent
-OTHER_PYTHONS = ["3.10", "3.13"]
-OLDEST_PYTHON = "3.11"
+OLDEST_PYTHON = "3.10"
+NEWEST_PYTHON = "3.13"
 CI = os.environ.get("CI") == "true"
 #: The slow tests (subprocesses, large files) run once, in the main run under coverage.
-PYTEST = ("-m", "not slow", "-p", "no:cacheprovider", "-n", "2")
+#: The notebook's tests are all slow and import Jupyter's packages, not in ``test-core``.
+PYTEST = (
+    "-m",
+    "not slow",
+    "-p",
+    "no:cacheprovider",
+    "-n",
+    "2",
+    "--dist",
+    "loadgroup",
+    "--ignore=tests/release/test_notebook.py",
+)
 
-nox.options.sessions = [*(f"tests-{v}" for v in OTHER_PYTHONS), "oldest"]
+nox.options.sessions = ["oldest", "newest"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = CI
 
@@ -80,7 +98,7 @@ def _runs(command: str) -> bool:
     return done.returncode == 0
 
 
-_find_interpreters(sorted({*OTHER_PYTHONS, OLDEST_PYTHON}))
+_find_interpreters([OLDEST_PYTHON, NEWEST_PYTHON])
 
 
 def lower_bounds() -> list[str]:
@@ -96,20 +114,20 @@ def lower_bounds() -> list[str]:
     return pins
 
 
-@nox.session(python=OTHER_PYTHONS)
-def tests(session: nox.Session) -> None:
-    """The suite, without the slow tests, on another Python."""
-    session.install("-q", "-e", ".[test]")
+@nox.session(python=NEWEST_PYTHON)
+def newest(session: nox.Session) -> None:
+    """The suite, without the slow tests, on the newest Python and the newest releases."""
+    session.install("-q", "--upgrade", "--upgrade-strategy", "eager", "-e", ".[test-core]")
     session.run("python", "-m", "pytest", *PYTEST, *session.posargs)
 
 
 @nox.session(python=OLDEST_PYTHON)
 def oldest(session: nox.Session) -> None:
-    """The suite, without the slow tests, on the oldest aiohttp, attrs and cattrs allowed."""
+    """The suite, without the slow tests, on the oldest Python, aiohttp, attrs and cattrs."""
     pins = lower_bounds()
     constraints = Path(session.create_tmp()) / "oldest.txt"
     constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
-    session.install("-q", "-e", ".[test]", "-c", str(constraints))
+    session.install("-q", "-e", ".[test-core]", "-c", str(constraints))
     # pip honours the constraints or fails; check what is installed all the same.
     session.run("python", "-c", _CHECK_PINS, *pins, silent=True)
     session.run("python", "-m", "pytest", *PYTEST, *session.posargs)

@@ -27,7 +27,7 @@ import skala_async as skala
 from skala_async.sync import _LoopThread
 from skala_async.testing import SkalaSandbox, sandbox_client
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "examples" / "quickstart.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb"
 KERNEL_NAME = "skala-async-test"
 
 #: What an abandoned client, session or event loop prints at shutdown when it goes wrong.

@@ -377,7 +377,7 @@ def _sandbox_reads(name: str) -> bool:
     """Whether aiohttp's multipart parser (the sandbox's) reads ``name`` as sent.
 
     It refuses some correctly quoted names (``";;"``, ``'";'`` inside the quotes) that a
-    Django server reads; tests/test_security.py checks the quoting on the raw wire."""
+    Django server reads; tests/promises/test_security.py checks the quoting on the raw wire."""
     quoted = name.replace("\\", "\\\\").replace('"', '\\"')
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -1271,7 +1271,9 @@ def test_retry_after_is_none_or_a_finite_non_negative_delay(value: str | None) -
 def test_examples_tried_match_the_docs(capsys: pytest.CaptureFixture[str]) -> None:
     """The counts docs/reliability.md states are the ones configured here (and, in a full run,
     tried)."""
-    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text(encoding="utf-8")
+    page = (Path(__file__).resolve().parents[2] / "docs" / "reliability.md").read_text(
+        encoding="utf-8"
+    )
     total = sum(RESPONSE_EXAMPLES.values())
     assert f"{DRAFT_EXAMPLES} generated drafts" in page
     assert f"{total} generated responses" in page

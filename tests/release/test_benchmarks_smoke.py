@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers.redis_server import require_binary
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.mark.slow

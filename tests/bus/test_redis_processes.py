@@ -20,7 +20,8 @@ from skala_async.testing import SkalaSandbox
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.replicas import RunReport, run_replicas
 
-pytestmark = pytest.mark.slow
+#: One redis-server per test process: with pytest -n 2 --dist loadgroup, on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("redis")]
 
 TICKETS_EACH = 25
 

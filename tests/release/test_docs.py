@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from skala_async.testing import SkalaSandbox
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 PUBLIC_MODULES = [

@@ -1032,7 +1032,6 @@ async def bomb(writer: asyncio.StreamWriter, state: dict[str, Any]) -> None:
 async def test_a_hostile_body_is_cut_at_the_cap(
     endpoint: str, respond: Callable[..., Awaitable[None]]
 ) -> None:
-    loop = asyncio.get_running_loop()
     async with hostile_server(respond) as (url, state):
         state["token_ok"] = endpoint != "token"
         async with skala.SkalaClient(
@@ -1043,11 +1042,9 @@ async def test_a_hostile_body_is_cut_at_the_cap(
             else:
                 call = client.get_ticket(uuid.uuid4())
             tracemalloc.start()
-            started = loop.time()
             try:
                 with pytest.raises(SkalaError) as caught:
                     await asyncio.wait_for(call, 10)
-                elapsed = loop.time() - started
                 _, peak = tracemalloc.get_traced_memory()
                 at_return = dict(state)  # what the server had sent when the call ended
             finally:
@@ -1056,11 +1053,13 @@ async def test_a_hostile_body_is_cut_at_the_cap(
     if endpoint == "create":
         assert isinstance(error, CreateOutcomeUnknownError)  # a 200 that cannot be read
         error = error.cause
+    # aiohttp 3.13 inflated a compressed chunk whole, up to its own 32 MiB limit (64 MiB
+    # peak here), before the cap could act: hence aiohttp>=3.14.2 in pyproject.toml.
     assert isinstance(error, UnexpectedResponseError), error
     assert "larger than 1048576 bytes" in str(error)
     assert SECRET not in str(error)
+    # cut: the client stopped reading before the server had written its whole answer
     assert not at_return["finished"] or respond is bomb
-    assert elapsed < 2.0, elapsed
     assert at_return["sent"] < 24 * 1024 * 1024  # kernel buffers at most, not the stream
     assert peak < 16 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB while reading a hostile body"
 

@@ -6,7 +6,7 @@ checks all three, and for creates also compares the sandbox's tickets with what 
 reported. The "Fault matrix" table of docs/reliability.md is rendered from the same rows (``ROWS``,
 ``WEBHOOK_ROWS``) and a test fails when it differs, so the table cannot drift:
 
-    .venv/bin/python -m tests.test_fault_matrix   # prints the table for docs/reliability.md
+    .venv/bin/python -m tests.promises.test_fault_matrix  # the table for docs/reliability.md
 
 Settings of every cell: ``RetryPolicy(attempts=4, max_retry_after=0.5)``, a 0.75 s read
 timeout; faults hit the first request(s) of the endpoint only, unless the fault says
@@ -58,7 +58,7 @@ SLOW = 1.5
 #: The attachment of the "reset mid-upload" cells: the sandbox hangs up on it.
 BIG = 8 * 1024 * 1024
 WEBHOOK_SECRET = "whsec-fault-matrix-Quokka-42"
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
 BEGIN, END = "<!-- fault-matrix:begin -->", "<!-- fault-matrix:end -->"
 
 
@@ -822,7 +822,7 @@ def page_table() -> str | None:
 def test_documented_table_is_the_tested_matrix() -> None:
     assert page_table() == render_table(), (
         "docs/reliability.md's fault matrix differs from the tested rows: paste the output of "
-        "'.venv/bin/python -m tests.test_fault_matrix' between the fault-matrix markers"
+        "'.venv/bin/python -m tests.promises.test_fault_matrix' between the fault-matrix markers"
     )
 
 

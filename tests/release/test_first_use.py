@@ -32,7 +32,7 @@ from skala_async.sync import Sandbox
 from skala_async.sync import SkalaClient as SyncClient
 from skala_async.testing import FAST_POLL, FAST_RETRY, SkalaSandbox, sandbox_client
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: Where the user-facing text lives (the README, and docs pages when there are some).
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 #: A blocking call that should fail at once must not hang the suite if it does not.

@@ -30,6 +30,9 @@ SECRET = "whsec-redis-test"
 NO_POLL = skala.PollPolicy(first_delay=30, min_interval=30, max_interval=30)
 QUICK = {"op_timeout": 0.3, "ping_interval": 0.2, "reconnect": (0.05, 0.3)}
 
+#: One redis-server per test process: with pytest -n 2 --dist loadgroup, on one worker.
+pytestmark = pytest.mark.xdist_group("redis")
+
 
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"

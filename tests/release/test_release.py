@@ -31,7 +31,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - the release tests that read pyproject run on 3.11+
     tomllib = None
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VERSION = _version.__version__
 #: Files of the source tree that must not be in a distribution.
 JUNK = re.compile(
@@ -153,7 +153,7 @@ def test_wheel_and_sdist_install_into_a_new_venv_and_run(tmp_path: Path) -> None
         "skala_async/py.typed",
         "skala_async/testing/openapi.json",
         "tests/conftest.py",
-        "tests/test_release.py",
+        "tests/release/test_release.py",
     ):
         assert needed in in_sdist, f"{needed} missing from the sdist"
     junk = [n for n in in_sdist if JUNK.search(n)]
@@ -183,3 +183,15 @@ def test_wheel_and_sdist_install_into_a_new_venv_and_run(tmp_path: Path) -> None
     _smoke(venv, elsewhere)
     _run([*pip, "--force-reinstall", "--no-deps", str(sdist)], elsewhere)
     _smoke(venv, elsewhere)
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """``.ci/run`` ends with the README's one-line test command, nox included."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Run the tests", 1)[1]
+    command = section.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    assert "\n" not in command
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").rstrip("\n").splitlines()
+    assert ci[-1] == command
+    assert "coverage run -m pytest -n 2 --dist loadgroup" in command
+    assert command.endswith("&& .venv/bin/python -m nox")

@@ -3,7 +3,6 @@ Ctrl-C, against a sandbox on 127.0.0.1."""
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import signal
@@ -27,28 +26,16 @@ from skala_async.cli import (
 )
 from skala_async.models import Ticket, TicketStatus
 from skala_async.testing import SkalaSandbox
-from tests.helpers.bulk_files import write_csv
+from tests.helpers.bulk_files import HEADER, write, write_csv
 from tests.test_cli import creds, threaded_sandbox
 
 SECRET = "bulk-ops-secret-0123456789abcdef"
-HEADER = ["customer_id", "summary", "description", "attachments", "reference"]
 
 
 @pytest.fixture
 def sb() -> Iterator[SkalaSandbox]:
     with threaded_sandbox(processing_delay=0.02, client_secret=SECRET) as sandbox:
         yield sandbox
-
-
-def write(path: Path, rows: list[list[str]], delimiter: str = ",") -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, delimiter=delimiter).writerows(rows)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------------ progress

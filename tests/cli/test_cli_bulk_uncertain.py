@@ -3,7 +3,6 @@ ends (or is interrupted) and kept in step with reruns, against a sandbox on 127.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 from collections.abc import Iterator
@@ -20,27 +19,16 @@ from skala_async.cli import (
     main,
 )
 from skala_async.testing import Fault, SkalaSandbox
+from tests.helpers.bulk_files import HEADER, read_csv, write
 from tests.test_cli import creds, threaded_sandbox
 
 SECRET = "bulk-ops-secret-0123456789abcdef"
-HEADER = ["customer_id", "summary", "description", "attachments", "reference"]
 
 
 @pytest.fixture
 def sb() -> Iterator[SkalaSandbox]:
     with threaded_sandbox(processing_delay=0.02, client_secret=SECRET) as sandbox:
         yield sandbox
-
-
-def write(path: Path, rows: list[list[str]], delimiter: str = ",") -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, delimiter=delimiter).writerows(rows)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------------ uncertain

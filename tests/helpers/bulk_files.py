@@ -22,3 +22,19 @@ def write_csv(path: Path, sb: SkalaSandbox, n: int) -> Path:
 def jsonl_line(sb: SkalaSandbox, i: int) -> str:
     """One valid JSON Lines input for ``sb``'s customer."""
     return json.dumps({"customerId": sb.customer_id, "summary": f"S{i}", "description": "D"})
+
+
+HEADER = ["customer_id", "summary", "description", "attachments", "reference"]
+
+
+def write(path: Path, rows: list[list[str]], delimiter: str = ",") -> Path:
+    """A CSV of ``rows`` (the header included) written with ``delimiter``."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, delimiter=delimiter).writerows(rows)
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A results or uncertain file's rows, by column."""
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

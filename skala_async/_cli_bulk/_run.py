@@ -35,9 +35,7 @@ from ._shared import (
     EXIT_TRANSPORT,
     EXIT_USAGE,
     _Failure,
-)
-from ._shared import (
-    _make_client as make_client,
+    _make_client,
 )
 from ._uncertain import _finish_uncertain, _Uncertain
 from ._validate import _validate_only
@@ -68,7 +66,7 @@ async def cmd_bulk(run: _Run) -> int:
     if args.validate_only:  # before the credentials: checking a file needs none
         return _validate_only(run, path, args.format, delimiter)
     files = _check_outputs(args, path, jsonl, delimiter, total)
-    client = make_client(args)  # credentials are checked before any file is touched
+    client = _make_client(args)  # credentials are checked before any file is touched
     tally = Tally(total, wait=args.wait)
     progress = BulkProgress(sys.stderr, total, tally=tally) if _show_progress(args) else None
     watched = _Watched(client, tally, progress.refresh if progress is not None else _nothing)

@@ -22,6 +22,7 @@ from ._results import (
     uncertain_header,
     write_uncertain,
 )
+from ._shared import _Failure
 
 
 class _Uncertain:
@@ -92,7 +93,6 @@ def _finish_uncertain(
     """Write the uncertain file when there are uncertain inputs; when there are none and
     the run read every input, remove a list an earlier run left. Returns the path written
     and what to tell the user."""
-    from ._shared import _Failure
 
     if items:
         try:

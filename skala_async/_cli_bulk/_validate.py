@@ -13,6 +13,7 @@ from skala_async._protocol import validate_draft
 
 from ._constants import EXIT_INVALID_INPUT
 from ._input import FieldProblem, RowError, _is_jsonl, _read_draft, read_rows
+from ._shared import EXIT_USAGE, _Failure
 
 if TYPE_CHECKING:
     from ._shared import _Run
@@ -88,7 +89,6 @@ def validate_file(
 
 def _validate_only(run: _Run, path: Path, fmt: str | None, delimiter: str) -> int:
     """``--validate-only``: list every problem of every row; nothing is sent."""
-    from ._shared import EXIT_USAGE, _Failure
 
     rows = bad_rows = count = 0
     listed: list[dict[str, Any]] = []

@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from skala_async import bulk
 from skala_async._journal import Journal
 from skala_async.bulk import (
     BulkOutcome,
     BulkReport,
     BulkResult,
     counts_text,
-    report_of,
-    submit_many,
 )
 from skala_async.errors import JournalError, JournalInUseError, JournalLostError, ValidationError
 from skala_async.models import TicketDraft
@@ -85,7 +84,9 @@ async def cmd_bulk(run: _Run) -> int:
     written, note = _finish_uncertain(
         files.uncertain, uncertain.dated(files.journal), complete=True
     )
-    return _summarize(run, files, report_of(sending.collected), sending.unfinished, written, note)
+    return _summarize(
+        run, files, bulk.report_of(sending.collected), sending.unfinished, written, note
+    )
 
 
 def _check_input(args: argparse.Namespace) -> tuple[Path, bool, str, int]:
@@ -168,7 +169,7 @@ class _Sending:
             self.open()
             assert self.results is not None
             async with client:
-                async for result in submit_many(
+                async for result in bulk.submit_many(  # looked up at call time
                     self.watched,
                     self.inputs(args),
                     concurrency=args.concurrency,

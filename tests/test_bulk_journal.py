@@ -24,7 +24,7 @@ import pytest
 import skala_async as skala
 from skala_async._journal import Journal
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
-from tests.test_cli_bulk_more import write_csv
+from tests.helpers.bulk_files import write_csv
 
 pytestmark = pytest.mark.slow
 

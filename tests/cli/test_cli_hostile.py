@@ -27,8 +27,8 @@ from aiohttp import web
 
 from skala_async.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main, terminal_safe
 from skala_async.testing import SkalaSandbox
+from tests.helpers.bulk_files import write_csv
 from tests.test_cli import creds, threaded_sandbox
-from tests.test_cli_bulk_more import write_csv
 from tests.test_cli_more import SECRET as LISTEN_SECRET
 from tests.test_cli_more import _event, _post, serve
 

@@ -1,28 +1,19 @@
-"""``skala-tickets bulk`` for the people who run it: ``--validate-only``, the CSV's
-delimiter, the uncertain file, attachment paths, the progress line with ``--wait`` and
-the counts on Ctrl-C. Every run goes against a sandbox on 127.0.0.1, and what it
-received (or that it received nothing) is checked."""
+"""``skala-tickets bulk``, the files it reads and writes: ``--validate-only``, the CSV's
+delimiter, attachment paths, the uncertain file, files that cannot be read. Every run goes
+against a sandbox on 127.0.0.1, and what it received (or that it received nothing) is
+checked."""
 
 from __future__ import annotations
 
-import csv
-import datetime
 import hashlib
-import io
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from skala_async._cli_bulk import EXIT_INVALID_INPUT, BulkProgress, Tally
-from skala_async.bulk import BulkOutcome, BulkResult
+from skala_async._cli_bulk import EXIT_INVALID_INPUT
 from skala_async.cli import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,29 +22,17 @@ from skala_async.cli import (
     EXIT_USAGE,
     main,
 )
-from skala_async.models import Ticket, TicketStatus
 from skala_async.testing import Fault, SkalaSandbox
+from tests.helpers.bulk_files import HEADER, read_csv, write
 from tests.test_cli import creds, threaded_sandbox
 
 SECRET = "bulk-ops-secret-0123456789abcdef"
-HEADER = ["customer_id", "summary", "description", "attachments", "reference"]
 
 
 @pytest.fixture
 def sb() -> Iterator[SkalaSandbox]:
     with threaded_sandbox(processing_delay=0.02, client_secret=SECRET) as sandbox:
         yield sandbox
-
-
-def write(path: Path, rows: list[list[str]], delimiter: str = ",") -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f, delimiter=delimiter).writerows(rows)
-    return path
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------------ validate-only
@@ -301,273 +280,6 @@ def test_relative_attachments_are_read_from_the_csv_folder_and_a_missing_one_nam
     assert f"'files/missing.pdf' does not exist (looked for {tried}" in result["r2"]["error"]
 
 
-# ------------------------------------------------------------------------------ uncertain
-
-
-def test_uncertain_inputs_are_listed_with_what_to_check_and_the_list_follows_reruns(
-    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rows = [[sb.customer_id, f"Ticket {i}", f"Body {i}", "", f"r{i}"] for i in range(4)]
-    rows.append([sb.customer_id, "No reference", "Body", "", ""])
-    src = write(tmp_path / "in.csv", [HEADER, *rows])
-    listed = tmp_path / "in.csv.uncertain.csv"
-    sb.inject("create", Fault.http(502), times=2)
-    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-    code = main(["bulk", str(src), *creds(sb), "--no-progress", "--concurrency", "1"])
-    after = datetime.datetime.now(datetime.timezone.utc)
-    out = capsys.readouterr().out
-    assert code == EXIT_TRANSPORT
-    first = read_csv(listed)
-    assert [(r["index"], r["row"], r["reference"]) for r in first] == [
-        ("0", "row ending at line 2", "r0"),
-        ("1", "row ending at line 3", "r1"),
-    ]
-    for r in first:
-        assert r["customer_id"] == sb.customer_id
-        assert r["summary"] == f"Ticket {r['index']}"
-        sent = datetime.datetime.fromisoformat(r["sent_at"].replace("Z", "+00:00"))
-        assert before <= sent <= after
-        assert r["why"].startswith("CreateOutcomeUnknownError: ")
-        assert "502" in r["why"]
-    assert f"2 input(s) may have created a ticket: listed in {listed}" in out
-    assert "--resend-uncertain" in out
-
-    # A rerun reports them from the journal, with the time the first run sent them, and
-    # says what to pass in the command's terms (results file and uncertain file alike).
-    assert main(["bulk", str(src), *creds(sb), "--no-progress"]) == EXIT_TRANSPORT
-    capsys.readouterr()
-    again = read_csv(listed)
-    assert [(r["reference"], r["sent_at"]) for r in again] == [
-        (r["reference"], r["sent_at"]) for r in first
-    ]
-    results = read_csv(tmp_path / "in.csv.results.csv")
-    texts = [r["why"] for r in again] + [r["error"] for r in results]
-    assert all("resend_uncertain=True" not in t for t in texts)
-    assert sum("run again with --resend-uncertain" in t for t in texts) == 4
-    assert sb.count("create") == 5
-
-    # Once they are sent again, nothing is uncertain: the old list goes, and it is said.
-    assert main(["bulk", str(src), *creds(sb), "--no-progress", "--resend-uncertain"]) == 0
-    out = capsys.readouterr().out
-    assert not listed.exists()
-    assert f"no uncertain inputs: nothing to check with Ripio (removed the old {listed})" in out
-    assert sb.count("create") == 7
-
-
-def test_no_uncertain_file_when_there_are_none_and_jsonl_when_asked(
-    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r0"]])
-    assert main(["bulk", str(src), *creds(sb), "--no-progress"]) == EXIT_OK
-    out = capsys.readouterr().out
-    assert "no uncertain inputs: nothing to check with Ripio (no uncertain file written)" in out
-    assert not (tmp_path / "in.csv.uncertain.csv").exists()
-
-    src2 = write(tmp_path / "in2.csv", [HEADER, [sb.customer_id, "S2", "D", "", "r0"]])
-    target = tmp_path / "out" / "check.jsonl"
-    target.parent.mkdir()
-    sb.inject("create", Fault.drop(after_body=True))
-    argv = ["--json", "bulk", str(src2), *creds(sb), "--no-progress", "--no-journal"]
-    assert main([*argv, "--uncertain-file", str(target)]) == EXIT_TRANSPORT
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["uncertain_file"] == str(target)
-    [item] = [json.loads(line) for line in target.read_text().splitlines()]
-    assert item["summary"] == "S2"
-    assert item["reference"] == "r0"
-    assert item["sent_at"].endswith("Z")
-
-
-def test_an_uncertain_path_over_another_file_is_refused(
-    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r0"]])
-    notes = tmp_path / "notes.csv"
-    notes.write_text("my own notes\n")
-    for target, message in [
-        (notes, "exists and is not an uncertain file of this command"),
-        (src, "is the input file"),
-        (tmp_path / "in.csv.results.csv", "is the results file"),
-        (tmp_path / "in.csv.journal.sqlite", "is the journal file"),
-    ]:
-        code = main(["bulk", str(src), *creds(sb), "--uncertain-file", str(target)])
-        assert code == EXIT_USAGE
-        assert message in capsys.readouterr().err
-    assert notes.read_text() == "my own notes\n"
-    assert sb.requests == []
-
-
-def test_an_interrupted_run_lists_what_is_uncertain_so_far_and_keeps_an_old_list(
-    sb: SkalaSandbox,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    from skala_async import _cli_bulk
-
-    rows = [[sb.customer_id, f"T{i}", "D", "", f"r{i}"] for i in range(3)]
-    src = write(tmp_path / "in.csv", [HEADER, *rows])
-    listed = tmp_path / "in.csv.uncertain.csv"
-    listed.write_text(",".join(_cli_bulk.UNCERTAIN_FIELDS) + "\n0,x,r9,c,s,,why\n")
-    real = _cli_bulk._Results.write
-
-    def stop_after_two(self: _cli_bulk._Results, result: BulkResult) -> None:
-        real(self, result)
-        if result.index == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(_cli_bulk._Results, "write", stop_after_two)
-    argv = ["bulk", str(src), *creds(sb), "--no-progress", "--concurrency", "1"]
-    assert main(argv) == EXIT_INTERRUPTED  # nothing uncertain yet: the old list stays
-    err = capsys.readouterr().err
-    assert "interrupted after: accepted 2 · rejected 0 · uncertain 0 · failed 0" in err
-    assert "r9" in listed.read_text()
-    sb.inject("create", Fault.http(504), times=1)
-    monkeypatch.setattr(_cli_bulk._Results, "write", stop_after_two)
-    (tmp_path / "in.csv.journal.sqlite").unlink()
-    Path(f"{tmp_path / 'in.csv.journal.sqlite'}-wal").unlink(missing_ok=True)
-    Path(f"{tmp_path / 'in.csv.journal.sqlite'}-shm").unlink(missing_ok=True)
-    assert main(argv) == EXIT_INTERRUPTED
-    capsys.readouterr()
-    assert [r["reference"] for r in read_csv(listed)] == ["r0"]
-
-
-# ------------------------------------------------------------------------------ progress
-
-
-def created(index: int, ticket_id: uuid.UUID, status: TicketStatus | None) -> BulkResult:
-    ticket = Ticket(ticket_id, status, None) if status is not None else None
-    return BulkResult(index, f"ref:{index}", str(index), BulkOutcome.CREATED, ticket_id, ticket)
-
-
-def test_wait_progress_counts_accepted_inputs_and_finished_waits_apart(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from skala_async import _cli_bulk
-
-    clock = [10.0]
-    monkeypatch.setattr(_cli_bulk, "time", type("T", (), {"monotonic": lambda: clock[0]}))
-    tally = Tally(total=4, wait=True)
-    stream = io.StringIO()
-    progress = BulkProgress(stream, 4, width=8, tally=tally)
-    ids = [uuid.uuid4() for _ in range(3)]
-    for tid in ids:
-        clock[0] += 1
-        tally.accept(tid)  # a 202: the wait begins
-        progress.refresh()
-    clock[0] += 1
-    tally.add(BulkResult(3, "ref:3", "3", BulkOutcome.REJECTED))
-    progress.refresh()
-    clock[0] += 1
-    tally.add(created(0, ids[0], TicketStatus.CREATED))
-    progress.refresh()
-    lines = stream.getvalue().split("\r")[1:]
-    assert lines[2] == (
-        "[######..] 3/4 sent · accepted 3 · rejected 0 · uncertain 0 · failed 0 · waits done "
-        "0/3 (CREATED 0, FAILED 0, no outcome 0) · 1/s · ETA 1s "
-    )
-    assert lines[-1] == (
-        "[########] 4/4 sent · accepted 3 · rejected 1 · uncertain 0 · failed 0 · waits done "
-        "1/3 (CREATED 1, FAILED 0, no outcome 0) · 1/s · ETA 0s "
-    )
-    tally.add(created(1, ids[1], TicketStatus.FAILED))
-    tally.add(created(2, ids[2], None))  # its wait ended without an outcome
-    assert tally.text().endswith("waits done 3/3 (CREATED 1, FAILED 1, no outcome 1)")
-
-
-def test_wait_progress_on_a_real_run(
-    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    rows = [[sb.customer_id, f"T{i}", "D", "", f"r{i}"] for i in range(3)]
-    rows.append(["not-a-uuid", "Bad", "D", "", "bad"])
-    src = write(tmp_path / "in.csv", [HEADER, *rows])
-    code = main(["bulk", str(src), *creds(sb), "--wait", "--progress", "--no-journal"])
-    err = capsys.readouterr().err
-    assert code == EXIT_REFUSED
-    last = err.rstrip("\n").rsplit("\r", 1)[-1]
-    assert last.startswith("[########################] 4/4 sent · accepted 3 · rejected 1 · ")
-    assert "waits done 3/3 (CREATED 3, FAILED 0, no outcome 0)" in last
-
-
-_WITH_CTRL_C = (
-    # A background job of a non-interactive shell inherits SIGINT ignored: restore it.
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from skala_async.cli import main; sys.exit(main(sys.argv[1:]))"
-)
-
-
-def test_ctrl_c_during_bulk_wait_prints_the_counts(tmp_path: Path) -> None:
-    # Tickets never finish: the waits are running when Ctrl-C comes.
-    with threaded_sandbox(processing_delay=None, client_secret=SECRET) as sandbox:
-        rows = [[sandbox.customer_id, f"T{i}", "D", "", f"r{i}"] for i in range(3)]
-        rows.append([sandbox.customer_id, "", "D", "", "empty"])
-        src = write(tmp_path / "in.csv", [HEADER, *rows])
-        argv = ["bulk", str(src), "--base-url", sandbox.url, "--client-id", sandbox.client_id]
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            [sys.executable, "-c", _WITH_CTRL_C, *argv, "--wait", "--progress"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "SKALA_CLIENT_SECRET": SECRET},
-        )
-        try:
-            # Each wait polls once its ticket was accepted: a GET of every ticket means the
-            # command has seen the three 202s.
-            def polled() -> int:
-                return len({r.ticket_id for r in sandbox.requests_to("get")})
-
-            deadline = time.monotonic() + 30
-            while polled() < 3 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert polled() == 3
-            assert sandbox.count("create", status=202) == 3
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
-    assert proc.returncode == EXIT_INTERRUPTED, err
-    assert "Traceback" not in err
-    # The progress line ends before the message, which gives both counts.
-    expected = (
-        "\nskala-tickets: error: interrupted after: accepted 3 · rejected 1 · uncertain 0 · "
-        "failed 0 · waits done 0/3 (CREATED 0, FAILED 0, no outcome 0); run the same command "
-        "again to continue from the journal"
-    )
-    assert expected in err
-    assert SECRET not in out + err
-
-
-async def test_a_change_too_soon_after_a_draw_is_drawn_a_moment_later(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import asyncio
-
-    from skala_async import _cli_bulk
-
-    clock = [10.0]
-    monkeypatch.setattr(_cli_bulk, "time", type("T", (), {"monotonic": lambda: clock[0]}))
-    tally = Tally(total=5, wait=True)
-    stream = io.StringIO()
-    progress = BulkProgress(stream, 5, width=5, tally=tally)
-    tally.accept(uuid.uuid4())
-    progress.refresh()
-    tally.accept(uuid.uuid4())
-    progress.refresh()  # within 0.1 s of the last draw: drawn later, not lost
-    assert stream.getvalue().count("\r") == 1
-    clock[0] += 1
-    deadline = asyncio.get_running_loop().time() + 10
-    while stream.getvalue().count("\r") < 2 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.02)
-    assert "accepted 2 ·" in stream.getvalue().rsplit("\r", 1)[1]
-    tally.accept(uuid.uuid4())
-    progress.refresh()  # too soon again; then the run ends: nothing is drawn after the end
-    progress.finish()
-    await asyncio.sleep(0.15)
-    assert stream.getvalue().count("\r") == 2
-    assert stream.getvalue().endswith("\n")
-
-
 # ------------------------------------------------------------------------------ edges
 
 
@@ -669,6 +381,7 @@ def test_uncertain_list_beside_the_input_when_results_go_to_a_device_and_write_e
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from skala_async import _cli_bulk
+    from skala_async._cli_bulk import _results
 
     src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r0"]])
     sb.inject("create", Fault.http(500))
@@ -694,7 +407,7 @@ def test_uncertain_list_beside_the_input_when_results_go_to_a_device_and_write_e
     def full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_cli_bulk.os, "replace", full)
+    monkeypatch.setattr(_results.os, "replace", full)
     sb.inject("create", Fault.http(500))
     assert main(argv) == _cli_bulk.EXIT_CANNOT_WRITE
     err = capsys.readouterr().err
@@ -710,13 +423,13 @@ def test_ctrl_c_while_validating_says_nothing_was_sent(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from skala_async import _cli_bulk
+    from skala_async._cli_bulk import _validate
 
     def interrupted(*args: object) -> Iterator[object]:
         raise KeyboardInterrupt
         yield  # a generator, like the real one
 
-    monkeypatch.setattr(_cli_bulk, "validate_file", interrupted)
+    monkeypatch.setattr(_validate, "validate_file", interrupted)
     src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r"]])
     assert main(["bulk", str(src), *creds(sb), "--validate-only"]) == EXIT_INTERRUPTED
     err = capsys.readouterr().err

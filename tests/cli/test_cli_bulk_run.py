@@ -1,4 +1,5 @@
-"""``skala-tickets bulk``: CSV/JSONL in, one result row per input out, resumable."""
+"""``skala-tickets bulk``: CSV/JSONL in, one result row per input out, resumable; the input
+formats, and what a results file or an input that cannot be used does to a run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from skala_async.cli import main
+from skala_async.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from skala_async.testing import Fault, SkalaSandbox
+from tests.helpers.bulk_files import jsonl_line
 from tests.test_cli import creds, threaded_sandbox
 
 SECRET = "bulk-cli-secret-0123456789abcdef"
@@ -122,3 +124,97 @@ def test_bulk_usage_errors(
     good = write_csv(tmp_path / "in.csv", sb, 1)
     assert main(["bulk", str(good), *creds(sb), "--concurrency", "0"]) == 2
     assert sb.requests == []
+
+
+# ------------------------------------------------------------------------------ formats
+
+
+def test_format_option_overrides_the_extension(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "export.txt"
+    src.write_text("\n".join(jsonl_line(sb, i) for i in range(2)) + "\n", encoding="utf-8")
+    # By its extension it is a CSV, without the columns a CSV needs.
+    assert main(["bulk", str(src), *creds(sb), "--no-progress"]) == EXIT_USAGE
+    assert "missing column(s): customer_id, summary, description" in capsys.readouterr().err
+    assert sb.requests_to("create") == []
+
+    args = ["--json", "bulk", str(src), *creds(sb), "--no-progress", "--format", "jsonl"]
+    assert main(args) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"]["created"] == 2
+    assert sorted(t.summary for t in sb.tickets.values()) == ["S0", "S1"]
+
+
+def test_blank_jsonl_lines_are_not_inputs(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text(f"{jsonl_line(sb, 0)}\n\n   \n{jsonl_line(sb, 1)}\n\n", encoding="utf-8")
+    assert main(["--json", "bulk", str(src), *creds(sb), "--no-progress"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["inputs"] == 2
+    assert doc["counts"] == {"created": 2, "rejected": 0, "uncertain": 0, "failed": 0}
+    with (tmp_path / "in.jsonl.results.csv").open(newline="", encoding="utf-8") as f:
+        assert [r["index"] for r in csv.DictReader(f)] == ["0", "1"]
+
+
+def test_blank_attachment_entries_are_ignored(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4 a")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG b")
+    src = tmp_path / "in.csv"
+    with src.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["customer_id", "summary", "description", "attachments"])
+        w.writerow([sb.customer_id, "Two files", "Sloppy list", " a.pdf ;; b.png; "])
+    assert main(["bulk", str(src), *creds(sb), "--no-progress", "--no-journal"]) == EXIT_OK
+    capsys.readouterr()
+    [create] = sb.requests_to("create")
+    assert [f.filename for f in create.files] == ["a.pdf", "b.png"]
+
+
+def test_wait_with_failed_tickets_exits_1(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sb.outcome = lambda ticket_id, fields: (
+        "FAILED" if fields["summary"] == "Ticket 1" else "CREATED"
+    )
+    src = write_csv(tmp_path / "in.csv", sb, 3)
+    assert main(["bulk", str(src), *creds(sb), "--wait", "--no-progress"]) == EXIT_FAILED
+    out = capsys.readouterr().out
+    assert "3 inputs: created 3 · rejected 0 · uncertain 0 · failed 0" in out
+    assert "1 ticket(s) ended FAILED" in out
+    with (tmp_path / "in.csv.results.csv").open(newline="", encoding="utf-8") as f:
+        statuses = {r["reference"]: r["status"] for r in csv.DictReader(f)}
+    assert statuses == {"r0": "CREATED", "r1": "FAILED", "r2": "CREATED"}
+
+
+# ------------------------------------------------------------------------------ unusable files
+
+
+def test_results_file_that_cannot_be_written(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_csv(tmp_path / "in.csv", sb, 1)
+    target = tmp_path / "no-such-folder" / "out.csv"
+    assert main(["bulk", str(src), *creds(sb), "--results", str(target)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"cannot write {target}: No such file or directory" in err
+    assert sb.requests == []
+
+
+@pytest.mark.parametrize("where", ["header", "row"])
+def test_input_that_is_not_utf8_is_a_usage_error(
+    sb: SkalaSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    src = tmp_path / "in.csv"
+    header = b"customer_id,summary,description" + (b",r\xe9f" if where == "header" else b"")
+    row = f"{sb.customer_id},Caf".encode() + b"\xe9,Body" + (b"," if where == "header" else b"")
+    src.write_bytes(header + b"\n" + row + b"\n")
+    code = main(["bulk", str(src), *creds(sb), "--no-progress"])
+    err = capsys.readouterr().err
+    assert sb.requests_to("create") == []
+    assert "in.csv: not UTF-8 text" in err
+    assert code == EXIT_USAGE

@@ -28,8 +28,8 @@ import skala_async.sync as sync
 from skala_async.cli import main
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 from skala_async.webhooks import WebhookReceiver
+from tests.helpers.cli import create_args, creds, threaded_sandbox
 from tests.helpers.webhooks import serve
-from tests.test_cli import create_args, creds, threaded_sandbox
 
 #: Shorter than the default first poll (1 s after the 202).
 SHORT = 0.7

@@ -154,14 +154,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
             parents=[common, *parents],
         )
 
-    from . import demo, sandbox, tickets, webhooks
+    from . import bulk, demo, sandbox, tickets, webhooks
 
     demo.add_parser(add)
     tickets.add_parsers(add, creds)
     sandbox.add_parser(add)
-    from skala_async import _cli_bulk
-
-    _cli_bulk.add_parser(add, creds)
+    bulk.add_parser(add, creds)
     webhooks.add_parser(add)
     return parser
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from skala_async._cli_bulk import EXIT_INVALID_INPUT
 from skala_async.cli import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -22,9 +21,10 @@ from skala_async.cli import (
     EXIT_USAGE,
     main,
 )
+from skala_async.cli.bulk import EXIT_INVALID_INPUT
 from skala_async.testing import Fault, SkalaSandbox
 from tests.helpers.bulk_files import HEADER, read_csv, write
-from tests.test_cli import creds, threaded_sandbox
+from tests.helpers.cli import creds, threaded_sandbox
 
 SECRET = "bulk-ops-secret-0123456789abcdef"
 
@@ -337,7 +337,7 @@ def test_attachment_paths_that_are_not_files_keep_their_own_reason(
 
 
 def test_library_messages_map_to_columns() -> None:
-    from skala_async._cli_bulk import _field_problems
+    from skala_async.cli.bulk import _field_problems
 
     assert _field_problems(
         ["files: at most 5 attachments (got 6)", "files[2]: 'x' has no extension", "odd"]
@@ -349,7 +349,7 @@ def test_library_messages_map_to_columns() -> None:
 
 
 def test_journal_times_of_a_journal_that_is_gone(tmp_path: Path) -> None:
-    from skala_async._cli_bulk import journal_sent_at
+    from skala_async.cli.bulk import journal_sent_at
 
     assert journal_sent_at(tmp_path / "nowhere" / "j.sqlite", ["ref:a"]) == {}
     not_a_journal = tmp_path / "j.sqlite"
@@ -380,8 +380,8 @@ def test_uncertain_list_beside_the_input_when_results_go_to_a_device_and_write_e
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from skala_async import _cli_bulk
-    from skala_async._cli_bulk import _results
+    from skala_async.cli import bulk as _cli_bulk
+    from skala_async.cli.bulk import _results
 
     src = write(tmp_path / "in.csv", [HEADER, [sb.customer_id, "S", "D", "", "r0"]])
     sb.inject("create", Fault.http(500))
@@ -423,7 +423,7 @@ def test_ctrl_c_while_validating_says_nothing_was_sent(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from skala_async._cli_bulk import _validate
+    from skala_async.cli.bulk import _validate
 
     def interrupted(*args: object) -> Iterator[object]:
         raise KeyboardInterrupt

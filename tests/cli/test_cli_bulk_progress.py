@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from skala_async._cli_bulk import BulkProgress, Tally, _progress
 from skala_async.bulk import BulkOutcome, BulkResult
 from skala_async.cli import (
     EXIT_INTERRUPTED,
@@ -24,10 +23,11 @@ from skala_async.cli import (
     EXIT_REFUSED,
     main,
 )
+from skala_async.cli.bulk import BulkProgress, Tally, _progress
 from skala_async.models import Ticket, TicketStatus
 from skala_async.testing import SkalaSandbox
 from tests.helpers.bulk_files import HEADER, write, write_csv
-from tests.test_cli import creds, threaded_sandbox
+from tests.helpers.cli import creds, threaded_sandbox
 
 SECRET = "bulk-ops-secret-0123456789abcdef"
 

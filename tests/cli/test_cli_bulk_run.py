@@ -13,7 +13,7 @@ import pytest
 from skala_async.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from skala_async.testing import Fault, SkalaSandbox
 from tests.helpers.bulk_files import jsonl_line
-from tests.test_cli import creds, threaded_sandbox
+from tests.helpers.cli import creds, threaded_sandbox
 
 SECRET = "bulk-cli-secret-0123456789abcdef"
 

@@ -20,7 +20,7 @@ from skala_async.cli import (
 )
 from skala_async.testing import Fault, SkalaSandbox
 from tests.helpers.bulk_files import HEADER, read_csv, write
-from tests.test_cli import creds, threaded_sandbox
+from tests.helpers.cli import creds, threaded_sandbox
 
 SECRET = "bulk-ops-secret-0123456789abcdef"
 
@@ -132,8 +132,8 @@ def test_an_interrupted_run_lists_what_is_uncertain_so_far_and_keeps_an_old_list
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from skala_async import _cli_bulk
-    from skala_async._cli_bulk import _results
+    from skala_async.cli import bulk as _cli_bulk
+    from skala_async.cli.bulk import _results
 
     rows = [[sb.customer_id, f"T{i}", "D", "", f"r{i}"] for i in range(3)]
     src = write(tmp_path / "in.csv", [HEADER, *rows])

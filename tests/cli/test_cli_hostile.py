@@ -28,11 +28,10 @@ from aiohttp import web
 from skala_async.cli import EXIT_OK, EXIT_REFUSED, EXIT_USAGE, main, terminal_safe
 from skala_async.testing import SkalaSandbox
 from tests.helpers.bulk_files import write_csv
-from tests.test_cli import creds, threaded_sandbox
-from tests.test_cli_more import SECRET as LISTEN_SECRET
-from tests.test_cli_more import _event, _post, serve
+from tests.helpers.cli import creds, post_event, serve, signed_event, threaded_sandbox
 
 SECRET = "hostile-cli-secret-0123456789abcdef"
+LISTEN_SECRET = "hostile-cli-listen-secret-4c21"
 
 
 @pytest.fixture
@@ -422,7 +421,7 @@ def test_webhooks_listen_prints_event_text_safely(
 
     def drive(first: str, lines: queue.Queue[str]) -> None:
         url = first.removeprefix("Listening for webhooks on ").split(" ", 1)[0]
-        assert _post(url, _event(tid, "CREATED", HOSTILE_KEY), LISTEN_SECRET) == 200
+        assert post_event(url, signed_event(tid, "CREATED", HOSTILE_KEY), LISTEN_SECRET) == 200
         assert lines.get(timeout=5)
 
     code, lines = serve(

@@ -12,8 +12,10 @@ import pytest
 import redis
 
 from skala_async.cli import EXIT_OK, EXIT_USAGE, main
+from tests.helpers.cli import post_event, serve, signed_event
 from tests.helpers.redis_server import RedisServer
-from tests.test_cli_more import SECRET, _event, _post, serve
+
+SECRET = "cli-redis-webhook-secret-0042"
 
 
 def test_listen_publishes_each_event_on_the_redis_bus(
@@ -31,8 +33,10 @@ def test_listen_publishes_each_event_on_the_redis_bus(
     def drive(first: str, lines: queue.Queue[str]) -> None:
         info = json.loads(first)
         assert info["redis"] == redis_server.url
-        answers.append(_post(info["url"], _event(tid, "CREATED", "SUP-9"), SECRET))
-        answers.append(_post(info["url"], _event(done_elsewhere, "CREATED", "SUP-8"), SECRET))
+        answers.append(post_event(info["url"], signed_event(tid, "CREATED", "SUP-9"), SECRET))
+        answers.append(
+            post_event(info["url"], signed_event(done_elsewhere, "CREATED", "SUP-8"), SECRET)
+        )
         assert json.loads(lines.get(timeout=5))["ticket_id"] == tid
 
     argv = ["webhooks", "listen", "--port", "0", "--json", "--redis", redis_server.url]

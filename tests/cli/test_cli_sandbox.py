@@ -20,8 +20,7 @@ import pytest
 from skala_async.cli import EXIT_OK, EXIT_USAGE, main
 from skala_async.sync import SkalaClient as SyncClient
 from skala_async.testing import FAST_POLL, FAST_RETRY
-from tests.test_cli import _WITH_CTRL_C
-from tests.test_cli_more import serve
+from tests.helpers.cli import WITH_CTRL_C, serve
 
 CUSTOMER = "5d0c7a52-3f1e-4c61-9a7e-2b8f0e6d4c11"
 SECRET = "sandbox-ops-secret-4b1d9e"
@@ -142,7 +141,7 @@ def test_ctrl_c_writes_the_record(tmp_path: Path) -> None:
     record = tmp_path / "record.json"
     argv = ["sandbox", "--port", "0", "--json", "--record", str(record)]
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-c", _WITH_CTRL_C, *argv],
+        [sys.executable, "-c", WITH_CTRL_C, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -28,7 +28,7 @@ import trustme
 from skala_async import SkalaClient, TransportError
 from skala_async.cli import main
 from skala_async.testing import SkalaSandbox, sandbox_client
-from tests.test_cli import threaded_sandbox
+from tests.helpers.cli import threaded_sandbox
 
 PROXY_USER, PROXY_PASSWORD = "proxyuser", "Pr0xy-Pa55-Walrus"
 

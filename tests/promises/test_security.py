@@ -65,7 +65,7 @@ from skala_async.webhooks import (
     sign_payload,
     verify_signature,
 )
-from tests.test_cli import threaded_sandbox
+from tests.helpers.cli import threaded_sandbox
 
 SECRET = "cs-Zebra-Quokka-Secret-991"
 WRONG_SECRET = "cs-Wrong-Axolotl-Secret-202"

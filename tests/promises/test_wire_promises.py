@@ -40,7 +40,7 @@ from skala_async.errors import (
 )
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 from skala_async.testing.mock import MockSkala
-from tests.test_cli import threaded_sandbox
+from tests.helpers.cli import threaded_sandbox
 
 RETRY = RetryPolicy(attempts=3, initial=0.01, cap=0.02, max_retry_after=0.5)
 TOKEN = "wire-test-token-Okapi-5150"

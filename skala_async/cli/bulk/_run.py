@@ -19,14 +19,7 @@ from skala_async.bulk import (
     BulkResult,
     counts_text,
 )
-from skala_async.errors import JournalError, JournalInUseError, JournalLostError, ValidationError
-from skala_async.models import TicketDraft
-
-from ._constants import EXIT_CANNOT_WRITE, EXIT_JOURNAL_IN_USE, EXIT_JOURNAL_LOST
-from ._input import InputError, _is_jsonl, check_header, count_rows, detect_delimiter, read_inputs
-from ._progress import BulkProgress, Tally, _Watched
-from ._results import _default_uncertain, _lost_message, _Results, check_outputs
-from ._shared import (
+from skala_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_REFUSED,
@@ -36,13 +29,19 @@ from ._shared import (
     _Failure,
     _make_client,
 )
+from skala_async.errors import JournalError, JournalInUseError, JournalLostError, ValidationError
+from skala_async.models import TicketDraft
+
+from ._constants import EXIT_CANNOT_WRITE, EXIT_JOURNAL_IN_USE, EXIT_JOURNAL_LOST
+from ._input import InputError, _is_jsonl, check_header, count_rows, detect_delimiter, read_inputs
+from ._progress import BulkProgress, Tally, _Watched
+from ._results import _default_uncertain, _lost_message, _Results, check_outputs
 from ._uncertain import _finish_uncertain, _Uncertain
 from ._validate import _validate_only
 
 if TYPE_CHECKING:
+    from skala_async.cli._common import _Run
     from skala_async.client import SkalaClient
-
-    from ._shared import _Run
 
 
 @attrs.frozen

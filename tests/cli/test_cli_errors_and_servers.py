@@ -2,7 +2,7 @@
 the auto progress bar, the ``sandbox`` and ``webhooks listen`` servers with their options,
 and the exit codes of the rare cases (internal error, closed stdout, Ctrl-C).
 
-Like ``tests/test_cli.py``, ``main()`` runs in the test's thread; the servers it starts
+Like ``tests/cli/test_cli_commands.py``, ``main()`` runs in the test's thread; the servers it starts
 (``sandbox``, ``webhooks listen``) are driven from a helper thread, which ends them with
 SIGTERM once it is done, as a service manager would.
 """
@@ -13,14 +13,10 @@ import io
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +38,15 @@ from skala_async.cli import (
 from skala_async.sync import SkalaClient as SyncClient
 from skala_async.testing import FAST_POLL, FAST_RETRY, Fault, SkalaSandbox
 from skala_async.webhooks import SIGNATURE_HEADER, sign_payload
-from tests.test_cli import create_args, creds, png, threaded_sandbox
+from tests.helpers.cli import (
+    create_args,
+    creds,
+    png,
+    post_event,
+    serve,
+    signed_event,
+    threaded_sandbox,
+)
 
 SECRET = "cli-more-secret-Zebra-0042"
 WEBHOOK_SECRET = "cli-more-webhook-secret"
@@ -367,61 +371,6 @@ def test_demo_exits_non_zero_when_the_sandbox_misbehaves(
 # ------------------------------------------------------------------------------ servers
 
 
-class _Lines(io.TextIOBase):
-    """A stdout that hands each complete line to a queue (for a helper thread to read)."""
-
-    def __init__(self) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.written: list[str] = []
-        self._partial = ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.written.append(text)
-        self._partial += text
-        while "\n" in self._partial:
-            line, self._partial = self._partial.split("\n", 1)
-            self.lines.put(line)
-        return len(text)
-
-
-def serve(
-    argv: list[str], monkeypatch: pytest.MonkeyPatch, drive: Callable[[str, queue.Queue[str]], None]
-) -> tuple[int, list[str]]:
-    """Run the server command ``argv`` in this (the main) thread; ``drive(first_line, lines)``
-    runs in a helper thread once the server printed its first line, then SIGTERM stops it.
-    Returns the exit code and every line the command printed on stdout."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signal handlers can be installed in the main thread only")
-    out = _Lines()
-    failures: list[BaseException] = []
-
-    def helper() -> None:
-        try:
-            first = out.lines.get(timeout=20)
-        except queue.Empty:
-            failures.append(AssertionError("the server printed nothing"))
-            return  # no SIGTERM: the server never got to install its handler
-        try:
-            drive(first, out.lines)
-        except BaseException as exc:
-            failures.append(exc)
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    thread = threading.Thread(target=helper, name="drive-server")
-    thread.start()
-    with monkeypatch.context() as m:
-        m.setattr(sys, "stdout", out)
-        code = main(argv)
-    thread.join(20)
-    if failures:
-        raise failures[0]
-    return code, "".join(out.written).splitlines()
-
-
 def test_sandbox_command_options(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -478,28 +427,6 @@ def test_sandbox_command_can_disable_support_tickets(
     assert "sandbox stopped" in capsys.readouterr().err
 
 
-def _event(ticket_id: str, status: str, issue_key: str | None) -> bytes:
-    return json.dumps(
-        {
-            "eventType": f"SUPPORT_TICKET.{status}",
-            "issueDatetime": "2025-03-04T05:06:07.890Z",
-            "supportTicket": {"ticketId": ticket_id, "status": status, "issueKey": issue_key},
-        },
-        separators=(",", ":"),
-    ).encode()
-
-
-def _post(url: str, body: bytes, secret: str) -> int:
-    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign_payload(body, secret)}
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
-
-
 def test_webhooks_listen_prints_one_line_per_event(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -510,9 +437,11 @@ def test_webhooks_listen_prints_one_line_per_event(
         prefix = "Listening for webhooks on "
         assert first.startswith(prefix)
         url = first.removeprefix(prefix).split(" ", 1)[0]
-        answers.append(_post(url + "hooks/skala", _event(created, "CREATED", "SUP-77"), SECRET))
-        answers.append(_post(url, _event(failed, "FAILED", None), SECRET))
-        answers.append(_post(url, _event(failed, "FAILED", None), "not-the-secret"))
+        answers.append(
+            post_event(url + "hooks/skala", signed_event(created, "CREATED", "SUP-77"), SECRET)
+        )
+        answers.append(post_event(url, signed_event(failed, "FAILED", None), SECRET))
+        answers.append(post_event(url, signed_event(failed, "FAILED", None), "not-the-secret"))
         assert lines.get(timeout=5)  # both events printed before stopping
         assert lines.get(timeout=5)
 
@@ -540,7 +469,7 @@ def test_webhooks_listen_verbose_logs_refusals_once(
 
     def drive(first: str, lines: queue.Queue[str]) -> None:
         url = json.loads(first)["url"]
-        assert _post(url, _event(str(uuid.uuid4()), "CREATED", "SUP-1"), "wrong") == 401
+        assert post_event(url, signed_event(str(uuid.uuid4()), "CREATED", "SUP-1"), "wrong") == 401
 
     code, lines = serve(["webhooks", "listen", "--port", "0", "--json", "-v"], monkeypatch, drive)
     assert code == EXIT_OK
@@ -558,7 +487,7 @@ def test_webhooks_listen_refuses_stale_events_with_a_tolerance(
 
     def drive(first: str, lines: queue.Queue[str]) -> None:
         url = json.loads(first)["url"]
-        answers.append(_post(url, _event(str(uuid.uuid4()), "CREATED", "SUP-1"), SECRET))
+        answers.append(post_event(url, signed_event(str(uuid.uuid4()), "CREATED", "SUP-1"), SECRET))
 
     argv = ["webhooks", "listen", "--port", "0", "--json", "--secret", SECRET, "--tolerance", "300"]
     code, lines = serve(argv, monkeypatch, drive)
@@ -571,7 +500,7 @@ def test_webhooks_listen_refuses_stale_events_with_a_tolerance(
 def test_webhooks_sign_reads_stdin(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    body = _event(str(uuid.uuid4()), "CREATED", "SUP-9") + b"\n"
+    body = signed_event(str(uuid.uuid4()), "CREATED", "SUP-9") + b"\n"
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(body)))
     assert main(["webhooks", "sign", "-", "--secret", WEBHOOK_SECRET]) == EXIT_OK
     assert capsys.readouterr().out == f"{SIGNATURE_HEADER}: {sign_payload(body, WEBHOOK_SECRET)}\n"

@@ -6,11 +6,11 @@ import argparse
 from collections.abc import Callable
 
 from skala_async._waiting import DEFAULT_WAIT_TIMEOUT
+from skala_async.cli._common import _positive_seconds
 
 from ._constants import BULK_EPILOG
 from ._input import delimiter_arg
 from ._run import cmd_bulk
-from ._shared import _positive_seconds
 
 
 # One argument per option, each with its help: longer than 60 lines, read top to bottom.

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from skala_async.bulk import BulkOutcome, BulkResult, counts_text
+from skala_async.cli._common import StatusLine, bar
 from skala_async.models import TicketDraft
-
-from ._shared import StatusLine, bar
 
 if TYPE_CHECKING:
     from skala_async._waiting import TicketHandle

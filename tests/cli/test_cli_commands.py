@@ -8,8 +8,6 @@ skala_async`` run in subprocesses.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import os
@@ -18,11 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -39,26 +35,10 @@ from skala_async.cli import (
     main,
 )
 from skala_async.testing import Fault, SkalaSandbox
+from tests.helpers.cli import WITH_CTRL_C, create_args, creds, png, threaded_sandbox
 
 SECRET = "s3cr3t-Zebra-Quokka-7781"
 ENV_NAMES = ("SKALA_CLIENT_ID", "SKALA_CLIENT_SECRET", "SKALA_BASE_URL")
-
-
-@contextlib.contextmanager
-def threaded_sandbox(**options: Any) -> Iterator[SkalaSandbox]:
-    """A SkalaSandbox serving from its own thread and event loop."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="sandbox", daemon=True)
-    thread.start()
-    sandbox = SkalaSandbox(**options)
-    try:
-        asyncio.run_coroutine_threadsafe(sandbox.start(), loop).result(10)
-        yield sandbox
-    finally:
-        asyncio.run_coroutine_threadsafe(sandbox.close(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @pytest.fixture(autouse=True)
@@ -71,29 +51,6 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def sb() -> Iterator[SkalaSandbox]:
     with threaded_sandbox(processing_delay=0.05, client_secret=SECRET) as sandbox:
         yield sandbox
-
-
-def creds(sb: SkalaSandbox) -> list[str]:
-    return ["--base-url", sb.url, "--client-id", sb.client_id, "--client-secret", sb.client_secret]
-
-
-def create_args(sb: SkalaSandbox, *extra: str, customer_id: str | None = None) -> list[str]:
-    return [
-        "create",
-        *creds(sb),
-        "--customer-id",
-        customer_id or sb.customer_id,
-        "--summary",
-        "Card top-up not credited",
-        "--description",
-        "Top-up of 5,000 ARS not credited.",
-        *extra,
-    ]
-
-
-def png(path: Path, size: int = 64) -> Path:
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (size - 8))
-    return path
 
 
 # ------------------------------------------------------------------------------ demo
@@ -373,16 +330,10 @@ def test_progress_bar_format() -> None:
 
 # ------------------------------------------------------------------------------ subprocesses
 
-_WITH_CTRL_C = (
-    # A background job of a non-interactive shell inherits SIGINT ignored: restore it.
-    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from skala_async.cli import main; sys.exit(main(sys.argv[1:]))"
-)
-
 
 def test_sandbox_command_serves_until_ctrl_c() -> None:
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-c", _WITH_CTRL_C, "sandbox", "--port", "0", "--delay", "0.05"],
+        [sys.executable, "-c", WITH_CTRL_C, "sandbox", "--port", "0", "--delay", "0.05"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,6 +8,7 @@ from pathlib import Path
 import attrs
 
 from skala_async.bulk import BulkOutcome, BulkResult
+from skala_async.cli._common import _Failure
 from skala_async.errors import ValidationError
 from skala_async.models import TicketDraft
 
@@ -22,7 +23,6 @@ from ._results import (
     uncertain_header,
     write_uncertain,
 )
-from ._shared import _Failure
 
 
 class _Uncertain:

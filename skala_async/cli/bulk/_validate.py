@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from skala_async._protocol import validate_draft
+from skala_async.cli._common import EXIT_USAGE, _Failure
 
 from ._constants import EXIT_INVALID_INPUT
 from ._input import FieldProblem, RowError, _is_jsonl, _read_draft, read_rows
-from ._shared import EXIT_USAGE, _Failure
 
 if TYPE_CHECKING:
-    from ._shared import _Run
+    from skala_async.cli._common import _Run
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ from ._input import delimiter_arg
 from ._run import cmd_bulk
 
 
-# One argument per option, each with its help: longer than 60 lines, read top to bottom.
+# Over 60 lines: one argument per option, each with its help, read top to bottom.
 def add_parser(
     add: Callable[[str, str, list[argparse.ArgumentParser]], argparse.ArgumentParser],
     creds: argparse.ArgumentParser,

@@ -292,7 +292,7 @@ class _Run:
             return
         await self.send(index, key, draft, entry)
 
-    def claim(
+    async def claim(
         self, index: int, key: str, ref: str | None, seen: JournalEntry | None
     ) -> tuple[int | None, BulkResult | None]:
         """Claim the input in the journal after its send slot was acquired.
@@ -306,7 +306,8 @@ class _Run:
             return 0, None
         takeover = self.resend_uncertain
         try:
-            while (claim := self.journal.claim(key, index, ref, seen, takeover=takeover)) is None:
+            claim = await self.journal.claim_grouped(key, index, ref, seen, takeover=takeover)
+            while claim is None:
                 # Another run wrote this entry after we read it: it is theirs now. Never
                 # take over what it may be sending; send again only what surely failed.
                 seen = self.journal.get(key)
@@ -314,6 +315,7 @@ class _Run:
                 known = self.from_journal(index, key, ref, seen, takeover=False, raced=True)
                 if known is not None:
                     return None, known
+                claim = self.journal.claim(key, index, ref, seen, takeover=False)
         except JournalError as exc:
             self.journal_failed(exc)
             return None, None
@@ -333,20 +335,10 @@ class _Run:
             if self.stop_error is not None:
                 result = BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error)
             else:
-                claim, result = self.claim(index, key, ref, seen)
+                claim, result = await self.claim(index, key, ref, seen)
                 if claim is not None:
-                    try:
-                        handle = await self.client.submit(draft)
-                    except SkalaError as exc:
-                        if _is_account_wide(exc) and self.stop_error is None:
-                            self.stop_error = exc
-                            log.warning("bulk run stopped sending: %s", exc)
-                        result = BulkResult(index, key, ref, _outcome_for(exc), error=exc)
-                    else:
-                        result = BulkResult(
-                            index, key, ref, BulkOutcome.CREATED, handle.ticket_id, handle.ticket
-                        )
-                    # Queued: committed with the next claim of any worker, or on its own.
+                    result, handle = await self.submit_claimed(index, key, draft)
+                    # Queued: committed with the next claims of the workers, or on its own.
                     settling = self.settle(result, claim)
         finally:
             await self.limit.release()
@@ -358,6 +350,23 @@ class _Run:
             await self.settled(settling)  # recorded before it is reported
         if result is not None:
             await self.report(result, handle)
+
+    async def submit_claimed(
+        self, index: int, key: str, draft: TicketDraft
+    ) -> tuple[BulkResult, TicketHandle | None]:
+        """Send a claimed input; its result, and its handle when created."""
+        ref = draft.reference
+        if self.stop_error is not None:  # found by another worker while the claim committed
+            return BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error), None
+        try:
+            handle = await self.client.submit(draft)
+        except SkalaError as exc:
+            if _is_account_wide(exc) and self.stop_error is None:
+                self.stop_error = exc
+                log.warning("bulk run stopped sending: %s", exc)
+            return BulkResult(index, key, ref, _outcome_for(exc), error=exc), None
+        created = BulkResult(index, key, ref, BulkOutcome.CREATED, handle.ticket_id, handle.ticket)
+        return created, handle
 
     async def report(self, result: BulkResult, handle: TicketHandle | None = None) -> None:
         if result.outcome is BulkOutcome.CREATED:

@@ -58,8 +58,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-import attrs
-
+from ._journal_rows import _COLUMNS, _SCHEMA, APPLICATION_ID, JournalEntry, _Pending
 from .errors import JournalError, JournalInUseError, JournalLostError
 
 try:  # POSIX; elsewhere only the conditional claims keep runs apart
@@ -68,53 +67,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Journal", "JournalEntry"]
-
-#: ``PRAGMA application_id`` of a journal ("SKLJ"): another SQLite file is not taken for one.
-APPLICATION_ID = 0x534B4C4A
-
-_COLUMNS = (
-    "key",
-    "position",
-    "reference",
-    "state",
-    "ticket_id",
-    "status",
-    "issue_key",
-    "error",
-    "updated_at",
-    "version",
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inputs (
-    key        TEXT PRIMARY KEY,
-    position   INTEGER NOT NULL,
-    reference  TEXT,
-    state      TEXT NOT NULL,
-    ticket_id  TEXT,
-    status     TEXT,
-    issue_key  TEXT,
-    error      TEXT,
-    updated_at REAL NOT NULL,
-    version    INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID
-"""
-
-
-@attrs.frozen
-class JournalEntry:
-    """What the journal knows about one input (``version`` changes with every write)."""
-
-    key: str
-    position: int
-    reference: str | None
-    state: str
-    ticket_id: str | None
-    status: str | None
-    issue_key: str | None
-    error: str | None
-    version: int = 0
-
 
 #: How the database file and its write-ahead log begin, once they have content.
 _MAGIC = {"db": (b"SQLite format 3\x00",), "wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")}
@@ -507,14 +459,3 @@ class Journal:
         outcome = await self._enqueue(self._NOTE_TICKET, params)
         if isinstance(outcome, JournalError):
             raise outcome
-
-
-@attrs.define(slots=True)
-class _Pending:
-    """A write of a group commit: its statement, whether the journal is checked after it
-    (claims), and the future of its outcome (none for a write run at once)."""
-
-    sql: str
-    params: tuple[object, ...]
-    check: bool
-    future: asyncio.Future[int | JournalError] | None = None

@@ -31,12 +31,14 @@ journal deleted, replaced or truncated under a run raises
 :class:`~skala_async.errors.JournalLostError` before the claimed create is sent, instead of
 silently recording into a file nobody will read again.
 
-Group commits: a claim is committed on the event loop thread before :meth:`Journal.claim`
-returns, so the order "journal, then send" can never be reordered; an outcome
-(:meth:`Journal.settle_grouped`) is queued and committed in the same transaction as the
-next claim of any worker, or on its own on the event loop's next pass, whichever comes
-first, and a bulk run reports the input only once it is committed. In a steady run that
-is one transaction and one check per input.
+Group commits: the claims (:meth:`Journal.claim_grouped`) and outcomes
+(:meth:`Journal.settle_grouped`) that the workers of a bulk run queue in one pass of the
+event loop are committed together, in one transaction on the event loop thread, at the
+start of its next pass (or with a claim made by :meth:`Journal.claim`, at once). A claim
+returns only once its transaction is committed and the journal checked, so the order
+"journal, then send" can never be reordered; a bulk run reports an input only once its
+outcome is committed. In a steady run that is at most one transaction and one check per
+input, and fewer when several creates end in one pass.
 
 Writes use WAL mode with ``synchronous=NORMAL``: a committed transaction is in the
 operating system's hands when the commit returns, so it survives the process being killed
@@ -56,8 +58,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-import attrs
-
+from ._journal_rows import _COLUMNS, _SCHEMA, APPLICATION_ID, JournalEntry, _Pending
 from .errors import JournalError, JournalInUseError, JournalLostError
 
 try:  # POSIX; elsewhere only the conditional claims keep runs apart
@@ -66,53 +67,6 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["Journal", "JournalEntry"]
-
-#: ``PRAGMA application_id`` of a journal ("SKLJ"): another SQLite file is not taken for one.
-APPLICATION_ID = 0x534B4C4A
-
-_COLUMNS = (
-    "key",
-    "position",
-    "reference",
-    "state",
-    "ticket_id",
-    "status",
-    "issue_key",
-    "error",
-    "updated_at",
-    "version",
-)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS inputs (
-    key        TEXT PRIMARY KEY,
-    position   INTEGER NOT NULL,
-    reference  TEXT,
-    state      TEXT NOT NULL,
-    ticket_id  TEXT,
-    status     TEXT,
-    issue_key  TEXT,
-    error      TEXT,
-    updated_at REAL NOT NULL,
-    version    INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID
-"""
-
-
-@attrs.frozen
-class JournalEntry:
-    """What the journal knows about one input (``version`` changes with every write)."""
-
-    key: str
-    position: int
-    reference: str | None
-    state: str
-    ticket_id: str | None
-    status: str | None
-    issue_key: str | None
-    error: str | None
-    version: int = 0
-
 
 #: How the database file and its write-ahead log begin, once they have content.
 _MAGIC = {"db": (b"SQLite format 3\x00",), "wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")}
@@ -309,15 +263,17 @@ class Journal:
 
     # ---------------------------------------------------------------------- group commits
 
-    def _enqueue(self, sql: str, params: tuple[object, ...]) -> asyncio.Future[int | JournalError]:
+    def _enqueue(
+        self, sql: str, params: tuple[object, ...], check: bool = False
+    ) -> asyncio.Future[int | JournalError]:
         """Queue a write for the next commit: that of the next claim (:meth:`_write`), or
         the one scheduled for the next pass of the event loop, whichever comes first. The
-        future ends when it is committed, with the rows it changed or the
-        :class:`JournalError` that stopped it (a result, not raised: nobody need be
-        waiting for it)."""
+        future ends when it is committed (and the journal checked, with ``check``), with
+        the rows it changed or the :class:`JournalError` that stopped it (a result, not
+        raised: nobody need be waiting for it)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int | JournalError] = loop.create_future()
-        self._pending.append(_Pending(sql, params, False, future))
+        self._pending.append(_Pending(sql, params, check, future))
         if self._flushing is None:
             self._flushing = loop.call_soon(self._flush)
         return future
@@ -418,6 +374,25 @@ class Journal:
         write, version = self._claim_write(key, position, reference, seen, takeover)
         return version if self._flush(write) == 1 else None
 
+    async def claim_grouped(
+        self,
+        key: str,
+        position: int,
+        reference: str | None,
+        seen: JournalEntry | None,
+        *,
+        takeover: bool,
+    ) -> int | None:
+        """:meth:`claim`, committed in one transaction with the claims and outcomes that
+        other workers queue in the same pass of the event loop; it returns only once that
+        transaction is committed and the journal checked, so the claim is still written
+        before its create is sent. Raises the :class:`JournalError` that stopped it."""
+        write, version = self._claim_write(key, position, reference, seen, takeover)
+        outcome = await self._enqueue(write.sql, write.params, check=True)
+        if isinstance(outcome, JournalError):
+            raise outcome
+        return version if outcome == 1 else None
+
     @staticmethod
     def _settle_write(
         key: str,
@@ -484,14 +459,3 @@ class Journal:
         outcome = await self._enqueue(self._NOTE_TICKET, params)
         if isinstance(outcome, JournalError):
             raise outcome
-
-
-@attrs.define(slots=True)
-class _Pending:
-    """A write of a group commit: its statement, whether the journal is checked after it
-    (claims), and the future of its outcome (none for a write run at once)."""
-
-    sql: str
-    params: tuple[object, ...]
-    check: bool
-    future: asyncio.Future[int | JournalError] | None = None

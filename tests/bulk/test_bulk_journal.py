@@ -28,7 +28,7 @@ from tests.helpers.bulk_files import write_csv
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXIT_IN_USE, EXIT_CANNOT_WRITE, EXIT_LOST = 6, 7, 8
 
 

@@ -21,9 +21,9 @@ import signal
 from pathlib import Path
 
 import pytest
+from test_bulk_journal import EXIT_IN_USE, finish, start, until, write_csv
 
 from skala_async.testing import Fault, SkalaSandbox
-from tests.test_bulk_journal import EXIT_IN_USE, finish, start, until, write_csv
 
 pytestmark = pytest.mark.slow
 
@@ -102,5 +102,5 @@ async def test_runs_on_one_journal_never_send_an_input_twice(tmp_path: Path) -> 
 
 
 def test_docs_state_the_number_of_trials() -> None:
-    page = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
+    page = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
     assert f"**stress**: {TRIALS} randomised trials per run" in page.read_text(encoding="utf-8")

@@ -135,3 +135,11 @@ def test_each_contract_fails_when_broken(tree: Path, module: str, line: str, con
     assert done.returncode != 0
     broken = [row for row in done.stdout.splitlines() if " BROKEN" in row]
     assert any(row.startswith(contract) for row in broken), done.stdout
+
+
+@pytest.mark.slow
+def test_a_new_module_must_be_given_a_layer(tree: Path) -> None:
+    (tree / "skala_async" / "_unplaced.py").write_text('"""Not in any layer."""\n')
+    done = _lint_imports(tree)
+    assert done.returncode != 0
+    assert "_unplaced" in done.stdout

@@ -1,8 +1,10 @@
-"""Checks of ``SkalaClient``'s arguments, and the transport it makes from them."""
+"""Checks of ``SkalaClient``'s arguments, the transport it makes from them, and its drafts."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import os
 import string
 import urllib.parse
 import warnings
@@ -14,6 +16,7 @@ from ._auth import ClientCredentials, StaticToken, TokenProvider
 from ._protocol import TokenInfo
 from ._transport import AiohttpTransport
 from ._wire import Timeouts, Transport
+from .models import Attachment, TicketDraft
 
 if TYPE_CHECKING:
     import ssl
@@ -184,3 +187,28 @@ def _release_abandoned(transport: Transport) -> None:
         ResourceWarning,
         stacklevel=1,
     )
+
+
+async def make_draft(
+    customer_id: object, summary: object, description: object, files: object
+) -> TicketDraft:
+    """The :class:`TicketDraft` of a create call. Files given by path are measured
+    (``stat``, read access) when a draft is built; here that happens in a worker thread, so
+    a slow or network disk never stalls the event loop."""
+    one_file = isinstance(files, (str, os.PathLike, Attachment)) or hasattr(files, "read")
+    if not one_file and isinstance(files, Iterable):
+        files = list(files)  # a generator is read once, here
+    if _names_a_path(files):
+        return await asyncio.to_thread(_draft, customer_id, summary, description, files)
+    return _draft(customer_id, summary, description, files)
+
+
+def _names_a_path(files: object) -> bool:
+    if isinstance(files, (str, os.PathLike)):
+        return True
+    return isinstance(files, list) and any(isinstance(f, (str, os.PathLike)) for f in files)
+
+
+def _draft(customer_id: object, summary: object, description: object, files: object) -> TicketDraft:
+    # The types are checked by TicketDraft itself, with the messages users know.
+    return TicketDraft(customer_id, summary, description, files)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from ._client_config import (
     _release_abandoned,
     _tracing_for,
     make_auth,
+    make_draft,
     make_transport,
 )
 from ._client_engine import _Engine
@@ -239,7 +240,7 @@ class SkalaClient(_Engine):
                 sending, 500/502/504, connection lost); it is never re-sent automatically.
             SupportTicketsNotEnabledError, BadRequestError, AuthenticationError ...: refused.
         """
-        draft = TicketDraft(customer_id, summary, description, files)
+        draft = await make_draft(customer_id, summary, description, files)
         return await self.submit(draft, progress=progress, timeout=timeout, retry=retry)
 
     async def submit(
@@ -388,7 +389,7 @@ class SkalaClient(_Engine):
                 as above and as :meth:`create_ticket`.
         """
         check_timeout(timeout)
-        draft = TicketDraft(customer_id, summary, description, files)
+        draft = await make_draft(customer_id, summary, description, files)
         return await self._create_and_wait(
             draft, timeout, raise_on_failure, progress, retry=retry, poll=poll
         )

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Sandbox", "SkalaClient", "SyncTicketHandle"]
 
+Sandbox.__module__ = __name__  # the path users import it from (reprs, tracebacks, pickles)
+
 
 class SyncTicketHandle:
     """A blocking view of a :class:`~skala_async.TicketHandle`.

@@ -199,7 +199,6 @@ class SkalaClient(OnLoopThread):
     #: For a view made by :meth:`with_options`: the client it came from.
     _view_of: SkalaClient | None = None
 
-    # Over 60 lines: one keyword per argument of the async client, passed on as given.
     def __init__(
         self,
         client_id: str | None = None,
@@ -229,7 +228,6 @@ class SkalaClient(OnLoopThread):
         options = {k: v for k, v in locals().items() if k not in ("self", "session")}
         self._start(lambda: _async_client.SkalaClient(**options))
 
-    # Over 60 lines: the same keywords as __init__ (each one given wins over the environment).
     @classmethod
     def from_env(
         cls,

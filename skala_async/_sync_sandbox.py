@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._loop_thread import LoopThread, OnLoopThread, shutdown
 
 if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Sequence
+    from typing import Literal
+
     from .testing.sandbox import SkalaSandbox
+    from .testing.sandbox._values import Delay, Outcome
 
 __all__ = ["Sandbox"]
 
@@ -27,7 +32,7 @@ class Sandbox(OnLoopThread):
         with Sandbox() as sb, SkalaClient(sb.client_id, sb.client_secret, base_url=sb.url) as c:
             ticket = c.create_ticket(sb.customer_id, "Summary", "Text").wait_until_created()
 
-    Keyword arguments are those of ``SkalaSandbox``. Its knobs (``support_tickets_enabled``,
+    Its arguments are those of ``SkalaSandbox``. Its knobs (``support_tickets_enabled``,
     ``processing_delay``, ``outcome`` ...) can be read and set here, and its other methods
     called, as on the async sandbox: each access runs in the sandbox's own thread, and
     coroutine methods (``wait_until_processed`` ...) block until done. After :meth:`close`
@@ -37,13 +42,41 @@ class Sandbox(OnLoopThread):
     _what = "sandbox"
     _sandbox: SkalaSandbox
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        customer_id: str | None = None,
+        customer_email: str = "customer@example.com",
+        support_tickets_enabled: bool = True,
+        processing_delay: Delay = 0.05,
+        outcome: Outcome = "CREATED",
+        token_ttl: float = 36000,
+        webhook_url: str | Sequence[str] | None = None,
+        webhook_balance: Literal["random", "round-robin"] = "random",
+        webhook_secret: str | None = None,
+        # The sandbox's DEFAULT_SIGNATURE_HEADER (not imported: it would load the sandbox
+        # with this module); the signature test compares the two.
+        webhook_signature_header: str = "Http-X-Wh-Signature-256",
+        webhook_timeout: float = 10.0,
+        webhook_duplicates: int = 0,
+        webhook_delay: float | tuple[float, float] = 0.0,
+        webhook_drop: bool | float = False,
+        webhook_wrong_signature: bool = False,
+        webhook_out_of_order: bool | float = False,
+        recording: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         from .testing.sandbox import SkalaSandbox
 
+        options = {k: v for k, v in locals().items() if k not in ("self", "SkalaSandbox")}
         runner = LoopThread("sandbox")
 
         async def start() -> SkalaSandbox:
-            sandbox = SkalaSandbox(**kwargs)
+            sandbox = SkalaSandbox(**options)
             await sandbox.start()
             return sandbox
 

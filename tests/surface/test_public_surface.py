@@ -264,6 +264,13 @@ def test_every_async_method_has_a_sync_twin_with_the_same_signature(
             assert isinstance(getattr(sync.SyncTicketHandle, name), property), name
 
 
+def test_the_blocking_sandbox_takes_what_the_async_sandbox_takes() -> None:
+    from skala_async.testing import SkalaSandbox
+
+    expected = _describe(inspect.signature(SkalaSandbox.__init__))
+    assert _describe(inspect.signature(sync.Sandbox.__init__)) == expected
+
+
 def test_the_twin_check_fails_on_drift() -> None:
     class Drifted(sync.SkalaClient):
         def get_ticket(  # type: ignore[override]

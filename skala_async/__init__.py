@@ -18,7 +18,7 @@ from ._backoff import PollPolicy, RetryPolicy
 from ._logging import setup_from_env as _setup_logging
 from ._version import __version__
 from ._waiting import TicketHandle
-from ._wire import Operation, RawResponse, Request, Timeouts, Transport
+from ._wire import Operation, ProgressCallback, RawResponse, Request, Timeouts, Transport
 from .client import PRODUCTION_URL, SANDBOX_URL, SkalaClient
 from .errors import (
     ApiError,
@@ -42,11 +42,12 @@ from .errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from .models import Attachment, SupportTicketEvent, Ticket, TicketDraft, TicketStatus
+from .models import Attachment, FileLike, SupportTicketEvent, Ticket, TicketDraft, TicketStatus
 
 _setup_logging()  # SKALA_LOG=info|debug
 
 if TYPE_CHECKING:
+    from .bulk import BulkInputs, BulkOutcome, BulkReport, BulkResult
     from .webhooks import (
         InvalidSignatureError,
         InvalidWebhookError,
@@ -55,30 +56,34 @@ if TYPE_CHECKING:
         WebhookReceiver,
     )
 
-# Webhook names load with their module on first use: most processes never receive one.
-_WEBHOOK_NAMES = frozenset(
-    {
-        "InvalidSignatureError",
-        "InvalidWebhookError",
-        "StaleWebhookError",
-        "WebhookError",
-        "WebhookReceiver",
-    }
-)
+# Webhook and bulk names load with their module on first use: most processes never receive
+# a webhook, and the bulk module brings sqlite3.
+_LAZY = {
+    "InvalidSignatureError": "webhooks",
+    "InvalidWebhookError": "webhooks",
+    "StaleWebhookError": "webhooks",
+    "WebhookError": "webhooks",
+    "WebhookReceiver": "webhooks",
+    "BulkInputs": "bulk",
+    "BulkOutcome": "bulk",
+    "BulkReport": "bulk",
+    "BulkResult": "bulk",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "webhooks" or name in _WEBHOOK_NAMES:
+    module = "webhooks" if name == "webhooks" else _LAZY.get(name)
+    if module is not None:
         import importlib
 
         # Not `from . import webhooks`: that asks this very __getattr__ for "webhooks".
-        webhooks = importlib.import_module(".webhooks", __name__)
-        return webhooks if name == "webhooks" else getattr(webhooks, name)
+        loaded = importlib.import_module(f".{module}", __name__)
+        return loaded if name == "webhooks" else getattr(loaded, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_WEBHOOK_NAMES})
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [
@@ -88,7 +93,12 @@ __all__ = [
     "Attachment",
     "AuthenticationError",
     "BadRequestError",
+    "BulkInputs",
+    "BulkOutcome",
+    "BulkReport",
+    "BulkResult",
     "CreateOutcomeUnknownError",
+    "FileLike",
     "InvalidSignatureError",
     "InvalidWebhookError",
     "JournalError",
@@ -96,6 +106,7 @@ __all__ = [
     "JournalLostError",
     "Operation",
     "PollPolicy",
+    "ProgressCallback",
     "RateLimitedError",
     "RawResponse",
     "Request",

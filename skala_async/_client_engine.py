@@ -19,7 +19,8 @@ from . import _cancelsafe, _protocol
 from ._attempt_log import _ambiguous, _no_retry, _reason, _ticket_label, exc_path
 from ._auth import TokenProvider
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
-from ._waiting import TicketHandle, Waits
+from ._waiting import TicketHandle
+from ._waits import Waits
 from ._wire import Operation, ProgressCallback, RawResponse, Request, Timeouts, Transport
 from .bus import LocalBus, TicketBus
 from .errors import (

@@ -17,25 +17,20 @@ is inline, and the bus holds a lone waiter's future without a container.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
 import html
-import json
 import logging
-import math
-import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._backoff import PollPolicy, RetryPolicy, check_timeout
-from .bus import LocalBus, TicketBus
+from ._resume_token import decode_resume_token, ticket_of, token_for
+from ._wait_loop import Plan, outcome, told_by
+from ._waits import Waits, brief, wake
 from .errors import (
     RateLimitedError,
     ServerError,
-    TicketFailedError,
     TransportError,
     UnexpectedResponseError,
     WaitTimeoutError,
@@ -51,137 +46,6 @@ log = logging.getLogger("skala_async.wait")
 
 #: Default overall deadline of a wait, in seconds.
 DEFAULT_WAIT_TIMEOUT = 600.0
-#: A wait never times out without asking: its last poll starts at most this many seconds
-#: (and at most ``LAST_POLL_SHARE`` of the timeout) before the deadline, whatever the
-#: schedule says, and its own timeout is cut to the deadline.
-LAST_POLL_LEAD = 1.0
-LAST_POLL_SHARE = 0.25
-
-
-class Waits:
-    """What handles need from the client that made them.
-
-    Attributes:
-        bus: where news of tickets arrives and the webhook health is read.
-        fetch: one GET of a wait (``ticket_id``, loop-time ``deadline``, whether to take
-            one of the client's poll slots, the :class:`RetryPolicy` of its attempts); it
-            publishes what it learns on the bus.
-        get: one GET now (:meth:`TicketHandle.refresh`).
-        policy: the client's poll policy right now (slow while webhooks arrive).
-        retry: the retry policy of a wait given its ``retry=`` argument (the client's when
-            ``None``).
-        tracing: the client's tracing, if on (a wait is then a ``skala.wait`` span).
-        own_bus: ``bus`` again if the client made it for itself (``None``: the bus is the
-            caller's, perhaps shared with other clients or processes, and the client keeps
-            a set of its own sleeping waits, so that closing it ends those and no one
-            else's).
-    """
-
-    __slots__ = (
-        "_own_bus",
-        "_root",
-        "_sleeping",
-        "bus",
-        "closed",
-        "fetch",
-        "get",
-        "policy",
-        "retry",
-        "tracing",
-    )
-
-    def __init__(
-        self,
-        *,
-        bus: TicketBus,
-        fetch: Callable[[uuid.UUID, float | None, bool, RetryPolicy], Awaitable[Ticket]],
-        get: Callable[[uuid.UUID], Awaitable[Ticket]],
-        policy: Callable[[], PollPolicy],
-        retry: Callable[[RetryPolicy | None], RetryPolicy],
-        tracing: Tracing | None,
-        own_bus: LocalBus | None,
-    ) -> None:
-        self.bus = bus
-        self.fetch = fetch
-        self.get = get
-        self.policy = policy
-        self.retry = retry
-        self.tracing = tracing
-        self.closed = False
-        self._own_bus = own_bus
-        # With a bus of its own the client ends its waits through the bus (no set: a
-        # sleeping wait costs one entry in the bus's map and nothing here).
-        self._sleeping: set[asyncio.Future[Ticket | None]] | None = (
-            None if own_bus is not None else set()
-        )
-        #: The client's own ``Waits`` when this one belongs to a ``with_options()`` view.
-        self._root = self
-
-    def view(
-        self,
-        *,
-        fetch: Callable[[uuid.UUID, float | None, bool, RetryPolicy], Awaitable[Ticket]],
-        get: Callable[[uuid.UUID], Awaitable[Ticket]],
-        policy: Callable[[], PollPolicy],
-        retry: Callable[[RetryPolicy | None], RetryPolicy],
-    ) -> Waits:
-        """The same waits seen from a ``with_options()`` view: the view's options, this
-        client's bus, sleeping waits and closed state."""
-        other = Waits(
-            bus=self.bus,
-            fetch=fetch,
-            get=get,
-            policy=policy,
-            retry=retry,
-            tracing=self.tracing,
-            own_bus=self._own_bus,
-        )
-        other._sleeping = self._sleeping
-        other._root = self._root
-        return other
-
-    def add(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
-        """Register a sleeping wait's future (on the bus, and here for a shared bus)."""
-        if self._root.closed:
-            raise _closed_error()
-        self.bus.add_waiter(ticket_id, fut)
-        if self._sleeping is not None:
-            self._sleeping.add(fut)
-
-    def discard(self, ticket_id: uuid.UUID, fut: asyncio.Future[Ticket | None]) -> None:
-        self.bus.discard_waiter(ticket_id, fut)
-        if self._sleeping is not None:
-            self._sleeping.discard(fut)
-
-    def close(self) -> None:
-        """End every sleeping wait of this client with a ``RuntimeError``; later waits
-        raise it instead of sleeping. A shared bus stays open for everyone else."""
-        self._root.closed = True
-        if self._own_bus is not None:
-            self._own_bus.close_waits(_closed_error)
-        # Emptied in place: with_options() views share the set.
-        sleeping = list(self._sleeping or ())
-        if self._sleeping is not None:
-            self._sleeping.clear()
-        for fut in sleeping:
-            if not fut.done():
-                fut.set_exception(_closed_error())
-
-
-def _closed_error() -> RuntimeError:
-    return RuntimeError("the wait did not finish: the client was closed meanwhile")
-
-
-def _brief(exc: BaseException) -> str:
-    """An error in one line for a log, with the server's request id when there is one."""
-    rid = getattr(exc, "request_id", None)
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text if not rid or rid in text else f"{text} (request id {rid})"
-
-
-def _wake(fut: asyncio.Future[Ticket | None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 class TicketHandle:
@@ -303,30 +167,14 @@ class TicketHandle:
         the id. A status or issue key too long or odd for a token (over 64 or 256
         characters, or not printable) is left out: the resumed wait then asks at once.
         """
-        ticket = self.ticket
-        at = self.accepted_wall
-        if ticket is not None and not (
-            _fits(ticket.status.value, _MAX_STATUS)
-            and (ticket.issue_key is None or _fits(ticket.issue_key, _MAX_KEY))
-        ):
-            ticket = None  # a state no token can hold: the resumed wait asks at once
-        fields = {
-            "id": str(self.ticket_id),
-            "at": None if at is None else round(at, 3),
-            "st": None if ticket is None else ticket.status.value,
-            "key": None if ticket is None else ticket.issue_key,
-            "next": None if at is None or self._schedule is None else round(self._schedule, 3),
-        }
-        return encode_resume_token(fields)
+        return token_for(self.ticket_id, self.ticket, self.accepted_wall, self._schedule)
 
     @classmethod
     def _resumed(cls, waits: Waits, token: str) -> TicketHandle:
         """The handle a resume token describes (see :meth:`SkalaClient.resume`)."""
         fields = decode_resume_token(token)
         ticket_id = uuid.UUID(fields["id"])
-        ticket = None
-        if fields["st"] is not None:
-            ticket = Ticket(ticket_id, TicketStatus(fields["st"]), fields["key"])
+        ticket = ticket_of(ticket_id, fields)
         handle = cls(waits, ticket_id, ticket, accepted_wall=fields["at"])
         handle._schedule = fields["next"]
         handle._continue = fields["next"] is not None
@@ -347,6 +195,7 @@ class TicketHandle:
         self._see(ticket, asyncio.get_running_loop().time())
         return ticket
 
+    # Over 60 lines: the docstring is the reference of how a wait polls.
     def wait_until_created(
         self,
         timeout: float | None = DEFAULT_WAIT_TIMEOUT,
@@ -434,7 +283,7 @@ class TicketHandle:
                 span.set_attribute("skala.wait.gets", self.polls - polls)
             span.set_attribute("skala.ticket.status", ticket.status.value)
             tracing.ended(span, how.get("by", "known"))
-        return _outcome(ticket, raise_on_failure)
+        return outcome(ticket, raise_on_failure)
 
     def watch(
         self,
@@ -473,7 +322,7 @@ class TicketHandle:
 
     async def _plan(
         self, timeout: float | None, poll: PollPolicy | None, loop: asyncio.AbstractEventLoop
-    ) -> _Plan:
+    ) -> Plan:
         check_timeout(timeout)
         waits = self._waits
         if self.ticket is None or not self.ticket.is_final:
@@ -500,18 +349,14 @@ class TicketHandle:
         self._schedule = scheduled
         # A handle rebuilt from an id knows nothing yet: ask at once. A fresh one waits.
         next_poll = start + scheduled if self.ticket is not None else now
-        deadline = None if timeout is None else now + timeout
-        # The last poll: no WaitTimeoutError unless a GET of this wait began at last_call
-        # or later.
-        lead = 0.0 if timeout is None else min(LAST_POLL_LEAD, LAST_POLL_SHARE * timeout)
-        return _Plan(deadline, lead, start, scheduled, next_poll)
+        return Plan.until(timeout, now, start, scheduled, next_poll)
 
     async def _run(
         self,
         timeout: float | None,
         poll: PollPolicy | None,
         raise_on_failure: bool,
-        watch: _Plan | None,
+        watch: Plan | None,
         retry: RetryPolicy,
         how: dict[str, str] | None = None,
     ) -> Ticket:
@@ -527,34 +372,21 @@ class TicketHandle:
         bus = waits.bus
         loop = asyncio.get_running_loop()
         plan = watch if watch is not None else await self._plan(timeout, poll, loop)
-        ticket = self.ticket
-        if watch is None and ticket is not None and ticket.is_final:
+        if watch is None and (ticket := self.ticket) is not None and ticket.is_final:
             if how is not None:
-                how["by"] = await _told_by(bus, ticket, "known")  # before this wait began
-            return _outcome(ticket, raise_on_failure)
+                how["by"] = await told_by(bus, ticket, "known")  # before this wait began
+            return outcome(ticket, raise_on_failure)
         while True:
             now = loop.time()
-            deadline = plan.deadline
-            last_call = None if deadline is None else deadline - plan.lead
-            asked_at = plan.asked_at
-            asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
-            if deadline is not None and now >= deadline and asked_last:
-                raise WaitTimeoutError(
-                    self.ticket_id,
-                    timeout or 0.0,
-                    self.ticket,
-                    resume_token=self.resume_token(),
-                )
-            due = plan.next_poll
-            if not asked_last and last_call is not None:
-                due = min(due, last_call)  # and once more just before the deadline
+            due, last = self._due(plan, now, timeout)  # raises WaitTimeoutError
             if now < due:
-                wake_at = due if deadline is None else min(due, deadline)
+                wake_at = due if plan.deadline is None else min(due, plan.deadline)
                 generation = bus.policy_generation
-                # The sleep, inline: a future woken by its timer or by news from the bus.
+                # The sleep, inline (a sleeping wait stays one frame in the caller's
+                # task): a future woken by its timer or by news from the bus.
                 fut: asyncio.Future[Ticket | None] = loop.create_future()
                 waits.add(self.ticket_id, fut)  # raises if the client was closed
-                timer = loop.call_later(wake_at - now, _wake, fut)
+                timer = loop.call_later(wake_at - now, wake, fut)
                 try:
                     news = await fut
                 finally:
@@ -568,235 +400,83 @@ class TicketHandle:
                     continue
                 self._see(news, loop.time())
                 if how is not None:
-                    how["by"] = await _told_by(bus, news, "news")
+                    how["by"] = await told_by(bus, news, "news")
                 ticket = news
-            elif (known := await bus.kept(self.ticket_id)) is not None:
-                # A poll is due, but the bus keeps a final state: news published where
-                # this wait did not hear it (a lost message, a bus that was away) costs
-                # no GET.
-                ticket = known.ticket
-                self._see(ticket, loop.time())
-                if how is not None:
-                    how["by"] = "webhook" if known.webhook else "news"
             else:
-                retry_after: float | None = None
-                before = self.ticket
-                # The last poll does not queue behind other waits' polls for a poll slot:
-                # it has to be sent before the deadline.
-                last = not asked_last and last_call is not None and now >= last_call
-                plan.asked_at = now
-                # Past the deadline without having asked (a watch() whose consumer held on
-                # to an item until then): one short last GET rather than a timeout without
-                # asking.
-                get_deadline = deadline if deadline is None or now < deadline else now + plan.lead
-                try:
-                    ticket = await waits.fetch(self.ticket_id, get_deadline, not last, retry)
-                except (
-                    TransportError,
-                    ServerError,
-                    RateLimitedError,
-                    UnexpectedResponseError,
-                ) as exc:
-                    if isinstance(exc, TransportError) and not exc.retryable:
-                        raise  # a certificate that does not verify: polling cannot fix it
-                    # Transient (the GET already used its own retries): keep waiting.
-                    retry_after = getattr(exc, "retry_after", None)
-                    log.debug(
-                        "poll failed ticket=%s (%s); will poll again", self.ticket_id, _brief(exc)
-                    )
-                    ticket = None
-                else:
-                    self.polls += 1
-                    if how is not None:
-                        how["by"] = "poll"
-                    if ticket.is_final and before is not None and not before.is_final:
-                        # A webhook, if any were coming, would have told (the bus knows
-                        # whether one landed anywhere while this GET was in flight).
-                        await bus.check_missed(self.ticket_id)
-                    self._see(ticket, loop.time())
-                plan.advance(poll or waits.policy(), loop.time(), retry_after)
-                self._schedule = plan.scheduled
+                ticket = await self._poll_due(plan, now, last, poll, retry, how)
             if ticket is None:
                 continue
             if watch is None:
                 if ticket.is_final:
-                    return _outcome(ticket, raise_on_failure)
+                    return outcome(ticket, raise_on_failure)
             elif ticket.is_final or ticket.status != plan.shown:
                 return ticket
 
+    def _due(self, plan: Plan, now: float, timeout: float | None) -> tuple[float, bool]:
+        """When the next GET is due, and whether it is the last one before the deadline;
+        ``WaitTimeoutError`` once the deadline passed and the last poll was made."""
+        deadline = plan.deadline
+        last_call = None if deadline is None else deadline - plan.lead
+        asked_at = plan.asked_at
+        asked_last = last_call is None or (asked_at is not None and asked_at >= last_call)
+        if deadline is not None and now >= deadline and asked_last:
+            raise WaitTimeoutError(
+                self.ticket_id, timeout or 0.0, self.ticket, resume_token=self.resume_token()
+            )
+        due = plan.next_poll
+        if not asked_last and last_call is not None:
+            due = min(due, last_call)  # and once more just before the deadline
+        return due, not asked_last and last_call is not None and now >= last_call
 
-async def _told_by(bus: TicketBus, ticket: Ticket, otherwise: str) -> str:
-    """For a span: ``webhook`` if a verified webhook brought this final state, else
-    ``otherwise`` (asked only of traced waits: it may be a round trip to the bus)."""
-    if ticket.is_final:
-        known = await bus.kept(ticket.ticket_id)
-        if known is not None and known.webhook and known.ticket.status is ticket.status:
-            return "webhook"
-    return otherwise
-
-
-def _outcome(ticket: Ticket, raise_on_failure: bool) -> Ticket:
-    if ticket.status is TicketStatus.FAILED and raise_on_failure:
-        raise TicketFailedError(ticket)
-    return ticket
-
-
-class _Plan:
-    """Where a wait stands in its schedule (times are event-loop seconds)."""
-
-    __slots__ = ("asked_at", "deadline", "lead", "next_poll", "scheduled", "shown", "start")
-
-    def __init__(
+    async def _poll_due(
         self,
-        deadline: float | None,
-        lead: float,
-        start: float,
-        scheduled: float,
-        next_poll: float,
-    ) -> None:
-        self.deadline = deadline
-        #: The last poll starts at least this long before the deadline.
-        self.lead = lead
-        #: When this wait's latest GET began (the last poll is the one at ``deadline -
-        #: lead`` or later).
-        self.asked_at: float | None = None
-        #: Acceptance of the ticket: the schedule's origin.
-        self.start = start
-        #: The schedule's current point, in seconds since ``start``.
-        self.scheduled = scheduled
-        self.next_poll = next_poll
-        #: The status a watch last yielded.
-        self.shown: TicketStatus | None = None
-
-    def advance(self, policy: PollPolicy, now: float, retry_after: float | None) -> None:
-        """After a poll: the schedule's next point after ``now``."""
-        self.scheduled = policy.next_poll(self.scheduled, now - self.start, retry_after)
-        self.next_poll = self.start + self.scheduled
-
-    def reschedule(self, policy: PollPolicy, now: float) -> None:
-        """The client's policy changed: poll no later than ``policy`` would from now."""
-        fresh = policy.next_poll(policy.first_poll(), now - self.start)
-        self.scheduled = min(self.next_poll - self.start, fresh)
-        self.next_poll = self.start + self.scheduled
-
-
-# ------------------------------------------------------------------ resume tokens
-
-#: The version prefix of resume tokens this version writes and reads.
-RESUME_PREFIX = "skw1"
-_FAMILY = re.compile(r"skw(\d+)\Z")
-_B64 = re.compile(r"[A-Za-z0-9_-]+\Z")
-#: Longer than any token this version writes; longer input is refused before decoding.
-MAX_RESUME_TOKEN = 4096
-#: The longest status and issue key a token keeps (longer ones are not kept).
-_MAX_STATUS = 64
-_MAX_KEY = 256
-#: An acceptance time this far ahead of this machine's clock is refused (clock skew
-#: between machines is tolerated up to it).
-MAX_CLOCK_SKEW = 300.0
-#: No schedule point lies this far from acceptance (about 30 years, in seconds).
-_MAX_SCHEDULE = 1e9
-_FIELDS = ("id", "at", "st", "key", "next")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    if not _B64.match(text):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _check_sum(payload: bytes) -> bytes:
-    # Against corruption and truncation, not forgery: a token grants nothing.
-    return hashlib.sha256(b"skala_async resume token\0" + payload).digest()[:6]
-
-
-def encode_resume_token(fields: dict[str, Any]) -> str:
-    """``skw1.<base64url JSON>.<base64url checksum>``."""
-    payload = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode("ascii")
-    return f"{RESUME_PREFIX}.{_b64(payload)}.{_b64(_check_sum(payload))}"
-
-
-def _bad(why: str) -> ValueError:
-    return ValueError(f"not a valid resume token: {why}")
-
-
-def _no_constant(name: str) -> Any:
-    raise _bad(f"{name} is not a number")
-
-
-def _number(value: object, name: str, *, upper: float) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad(f"{name} is not a number")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise _bad(f"{name} is negative or not finite")
-    if number > upper:
-        raise _bad(f"{name} lies too far in the future")
-    return number
-
-
-def _fits(value: object, limit: int) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
-
-
-def _text(value: object, name: str, limit: int) -> str | None:
-    if value is None:
-        return None
-    if not _fits(value, limit):
-        raise _bad(f"{name} is not a short printable string")
-    assert isinstance(value, str)
-    return value
-
-
-def decode_resume_token(token: object, *, now: float | None = None) -> dict[str, Any]:
-    """The checked fields of a token; ``ValueError`` for anything this version did not
-    write (truncated, corrupted, another version, another kind of string)."""
-    if not isinstance(token, str):
-        raise TypeError(f"a resume token is a str, not {type(token).__name__}")
-    if len(token) > MAX_RESUME_TOKEN:
-        raise _bad(f"{len(token)} characters, more than any token has")
-    parts = token.split(".")
-    family = _FAMILY.match(parts[0])
-    if family is not None and parts[0] != RESUME_PREFIX:
-        raise ValueError(
-            f"resume token version {family.group(1)} is not one this version of "
-            f"skala_async reads (it reads {RESUME_PREFIX!r} tokens)"
-        )
-    if family is None or len(parts) != 3:
-        raise _bad(f"it does not have the form {RESUME_PREFIX}.<data>.<checksum>")
-    try:
-        payload = _unb64(parts[1])
-        checksum = _unb64(parts[2])
-    except (ValueError, binascii.Error):
-        raise _bad("it is not base64url (truncated or altered?)") from None
-    if checksum != _check_sum(payload):
-        raise _bad("its checksum does not match (truncated or altered?)")
-    try:
-        fields = json.loads(payload.decode("ascii"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _bad("its data is not what this version writes") from None
-    if not isinstance(fields, dict) or sorted(fields) != sorted(_FIELDS):
-        raise _bad("its data is not what this version writes")
-    raw_id = fields["id"]
-    try:
-        ticket_id = uuid.UUID(raw_id) if isinstance(raw_id, str) else None
-    except ValueError:
-        ticket_id = None
-    if ticket_id is None or str(ticket_id) != raw_id:
-        raise _bad("its ticket id is not a UUID")
-    clock = time.time() if now is None else now
-    at = _number(fields["at"], "the acceptance time", upper=clock + MAX_CLOCK_SKEW)
-    status = _text(fields["st"], "the status", _MAX_STATUS)
-    issue_key = _text(fields["key"], "the issue key", _MAX_KEY)
-    if status is None and issue_key is not None:
-        raise _bad("it has an issue key without a status")
-    following = _number(fields["next"], "the schedule point", upper=_MAX_SCHEDULE)
-    if following is not None and at is None:
-        raise _bad("it has a schedule point without an acceptance time")
-    return {"id": raw_id, "at": at, "st": status, "key": issue_key, "next": following}
+        plan: Plan,
+        now: float,
+        last: bool,
+        poll: PollPolicy | None,
+        retry: RetryPolicy,
+        how: dict[str, str] | None,
+    ) -> Ticket | None:
+        """A poll is due: the state the bus keeps, else one GET (``None`` if it failed
+        transiently). ``last``: the wait's last poll before its deadline."""
+        waits = self._waits
+        bus = waits.bus
+        loop = asyncio.get_running_loop()
+        if (known := await bus.kept(self.ticket_id)) is not None:
+            # The bus keeps a final state: news published where this wait did not hear it
+            # (a lost message, a bus that was away) costs no GET.
+            self._see(known.ticket, loop.time())
+            if how is not None:
+                how["by"] = "webhook" if known.webhook else "news"
+            return known.ticket
+        retry_after: float | None = None
+        before = self.ticket
+        plan.asked_at = now
+        deadline = plan.deadline
+        # Past the deadline without having asked (a watch() whose consumer held on to an
+        # item until then): one short last GET rather than a timeout without asking.
+        get_deadline = deadline if deadline is None or now < deadline else now + plan.lead
+        ticket: Ticket | None
+        try:
+            # The last poll does not queue behind other waits' polls for a poll slot: it
+            # has to be sent before the deadline.
+            ticket = await waits.fetch(self.ticket_id, get_deadline, not last, retry)
+        except (TransportError, ServerError, RateLimitedError, UnexpectedResponseError) as exc:
+            if isinstance(exc, TransportError) and not exc.retryable:
+                raise  # a certificate that does not verify: polling cannot fix it
+            # Transient (the GET already used its own retries): keep waiting.
+            retry_after = getattr(exc, "retry_after", None)
+            log.debug("poll failed ticket=%s (%s); will poll again", self.ticket_id, brief(exc))
+            ticket = None
+        else:
+            self.polls += 1
+            if how is not None:
+                how["by"] = "poll"
+            if ticket.is_final and before is not None and not before.is_final:
+                # A webhook, if any were coming, would have told (the bus knows whether
+                # one landed anywhere while this GET was in flight).
+                await bus.check_missed(self.ticket_id)
+            self._see(ticket, loop.time())
+        plan.advance(poll or waits.policy(), loop.time(), retry_after)
+        self._schedule = plan.scheduled
+        return ticket

@@ -30,8 +30,11 @@ from ._verify import (
     SIGNATURE_HEADER,
     SIGNATURE_HEADERS,
     EventCallback,
+    Headers,
     InvalidSignatureError,
     InvalidWebhookError,
+    Secret,
+    Secrets,
     StaleWebhookError,
     WebhookError,
     check_freshness,
@@ -39,15 +42,6 @@ from ._verify import (
     sign_payload,
     verify_and_parse,
     verify_signature,
-)
-from ._verify import (
-    Headers as Headers,
-)
-from ._verify import (
-    Secret as Secret,
-)
-from ._verify import (
-    Secrets as Secrets,
 )
 
 __all__ = [
@@ -57,8 +51,11 @@ __all__ = [
     "SIGNATURE_HEADERS",
     "AiohttpHandler",
     "EventCallback",
+    "Headers",
     "InvalidSignatureError",
     "InvalidWebhookError",
+    "Secret",
+    "Secrets",
     "StaleWebhookError",
     "WebhookError",
     "WebhookReceiver",

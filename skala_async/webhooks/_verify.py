@@ -36,11 +36,13 @@ _ISSUED_AT = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,6}))?(?:Z|\+00:00)", re.ASCII
 )
 
+#: One webhook secret: the text or bytes the sender signs with.
 Secret: TypeAlias = str | bytes
 #: One secret, or several while a secret is being rotated (any of them verifies).
 Secrets: TypeAlias = str | bytes | Sequence[str | bytes]
 #: What a receiver calls for each new event: a function, or a coroutine function (awaited).
 EventCallback: TypeAlias = Callable[[SupportTicketEvent], object]
+#: A delivery's headers: a mapping, or name and value pairs (repeated names allowed).
 Headers: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
 
 # --------------------------------------------------------------------------- errors

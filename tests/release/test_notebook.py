@@ -24,7 +24,7 @@ import pytest
 from nbclient import NotebookClient
 
 import skala_async as skala
-from skala_async.sync import _LoopThread
+from skala_async._loop_thread import LoopThread as _LoopThread
 from skala_async.testing import SkalaSandbox, sandbox_client
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb"

@@ -44,6 +44,7 @@ NOT_FOUND_CODE = 40004
 DEFAULT_SIGNATURE_HEADER = "Http-X-Wh-Signature-256"
 
 
+#: Which endpoint a recorded request went to (``other``: a path the API does not have).
 Endpoint: TypeAlias = Literal["token", "create", "get", "other"]
 FaultEndpoint: TypeAlias = Literal["token", "create", "get"]
 Outcome: TypeAlias = "str | Callable[[str, dict[str, str]], str]"

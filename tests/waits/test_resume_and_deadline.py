@@ -23,7 +23,7 @@ import pytest
 
 import skala_async as skala
 from skala_async import sync
-from skala_async._waiting import MAX_RESUME_TOKEN, encode_resume_token
+from skala_async._resume_token import MAX_RESUME_TOKEN, encode_resume_token
 from skala_async.testing import Fault, SkalaSandbox, sandbox_client
 
 # Jitter 0: a fixed schedule. Polls at 0.05 s after acceptance, then 20.05 s.
@@ -551,7 +551,7 @@ def test_sync_twins() -> None:
 
 
 def _with_sum(payload: bytes) -> str:
-    from skala_async._waiting import _check_sum
+    from skala_async._resume_token import _check_sum
 
     return f"skw1.{_b64(payload)}.{_b64(_check_sum(payload))}"
 

@@ -1,4 +1,5 @@
-"""``client.with_options(...)`` views and ``retry=`` per call, against the sandbox."""
+"""``client.with_options(...)`` views, ``retry=`` and ``timeout=`` per call (deadlines that
+end a request early, argument checks), against the sandbox."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 
 import pytest
 
+import skala_async as skala
 from skala_async import (
     PollPolicy,
     RequestTimeoutError,
@@ -226,3 +228,61 @@ def test_the_blocking_client_has_views_too() -> None:
         assert view.get_ticket(handle.ticket_id).ticket_id == handle.ticket_id
         view.close()
         assert view.closed
+
+
+async def test_a_deadline_spent_on_the_token_sends_nothing(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    skala_sandbox.inject("token", Fault.delay(0.3))
+    with pytest.raises(skala.RequestTimeoutError, match="deadline reached") as exc:
+        await skala_client.get_ticket(uuid.uuid4(), timeout=0.1)
+    assert exc.value.request_sent is False
+    # The shared refresh goes on for later callers; the GET itself was never sent.
+    await asyncio.sleep(0.4)
+    assert skala_sandbox.count("token") == 1
+    assert skala_sandbox.count("get") == 0
+
+
+async def test_a_retry_that_would_pass_the_deadline_is_not_waited_for(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    skala_sandbox.inject("get", Fault.http(503, retry_after=1))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(skala.ServerError) as exc:
+        await skala_client.get_ticket(uuid.uuid4(), timeout=0.5)
+    assert loop.time() - started < 0.4  # raised at once, not after sleeping to the deadline
+    assert exc.value.status == 503
+    assert exc.value.retry_after == 1
+    assert skala_sandbox.count("get") == 1
+
+
+async def test_a_create_whose_token_request_failed_was_surely_not_sent(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    skala_sandbox.inject("token", Fault.http(500), times=4)  # every attempt of FAST_RETRY
+    try:
+        with pytest.raises(skala.ServerError) as exc:
+            await skala_client.create_ticket(skala_sandbox.customer_id, "S", "D")
+        assert exc.value.path == "/oauth2/token/"
+    finally:
+        assert skala_sandbox.count("create") == 0  # nothing that could have opened a ticket
+
+
+async def test_client_argument_checks() -> None:
+    with pytest.raises(ValueError, match="base_url must be a URL"):
+        skala.SkalaClient(token="t", base_url="")
+    with pytest.raises(TypeError, match="must be strings"):
+        skala.SkalaClient(client_id=b"id", client_secret="secret")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_concurrent_polls must be >= 1, got 0"):
+        skala.SkalaClient(token="t", max_concurrent_polls=0)
+
+
+async def test_request_timeouts_must_be_positive(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    with pytest.raises(ValueError, match="timeout must be > 0 seconds or None, got 0"):
+        await skala_client.get_ticket(uuid.uuid4(), timeout=0)
+    with pytest.raises(ValueError, match="got -1"):
+        await skala_client.create_ticket(skala_sandbox.customer_id, "S", "D", timeout=-1)
+    assert skala_sandbox.requests == []

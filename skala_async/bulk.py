@@ -58,6 +58,9 @@ from ._waiting import DEFAULT_WAIT_TIMEOUT
 
 __all__ = ["BulkInputs", "BulkOutcome", "BulkReport", "BulkResult", "submit_many"]
 
+for _public in (BulkOutcome, BulkReport, BulkResult):
+    _public.__module__ = __name__  # the path users import them from (reprs, pickles, docs)
+
 BulkInputs = Inputs
 """What bulk submission takes: drafts, sync or async, consumed lazily. A
 :class:`ValidationError` in the stream stands for an input its reader could not parse: it

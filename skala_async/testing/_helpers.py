@@ -8,7 +8,7 @@ from skala_async._backoff import PollPolicy, RetryPolicy
 
 if TYPE_CHECKING:
     from skala_async.client import SkalaClient
-    from skala_async.testing._sandbox import SkalaSandbox
+    from skala_async.testing.sandbox import SkalaSandbox
 
 #: Polling for tests: first GET after 10 ms, gaps of 10 to 100 ms.
 FAST_POLL = PollPolicy(first_delay=0.01, min_interval=0.01, max_interval=0.1)

@@ -16,7 +16,7 @@ from ._auth import ClientCredentials, StaticToken, TokenProvider
 from ._protocol import TokenInfo
 from ._transport import AiohttpTransport
 from ._wire import Timeouts, Transport
-from .models import Attachment, TicketDraft
+from .models import TicketDraft, _is_one_file
 
 if TYPE_CHECKING:
     import ssl
@@ -195,8 +195,7 @@ async def make_draft(
     """The :class:`TicketDraft` of a create call. Files given by path are measured
     (``stat``, read access) when a draft is built; here that happens in a worker thread, so
     a slow or network disk never stalls the event loop."""
-    one_file = isinstance(files, (str, os.PathLike, Attachment)) or hasattr(files, "read")
-    if not one_file and isinstance(files, Iterable):
+    if not _is_one_file(files) and isinstance(files, Iterable):
         files = list(files)  # a generator is read once, here
     if _names_a_path(files):
         return await asyncio.to_thread(_draft, customer_id, summary, description, files)

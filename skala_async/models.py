@@ -371,11 +371,17 @@ class _ChunkIter:
         self._f = None
 
 
+def _is_one_file(obj: object) -> bool:
+    """Whether ``files=`` holds one file (a path, an :class:`Attachment`, an open file)
+    rather than an iterable of them."""
+    return isinstance(obj, (str, os.PathLike, Attachment)) or (
+        hasattr(obj, "read") and hasattr(obj, "seek")
+    )
+
+
 def _coerce_files(files: FileLike | Iterable[FileLike]) -> tuple[Attachment, ...]:
     obj: object = files
-    if isinstance(obj, (str, os.PathLike, Attachment)) or (
-        hasattr(obj, "read") and hasattr(obj, "seek")
-    ):
+    if _is_one_file(obj):
         return (Attachment.coerce(cast("FileLike", obj)),)  # one file, not an iterable
     return tuple(Attachment.coerce(f) for f in cast("Iterable[FileLike]", obj))
 

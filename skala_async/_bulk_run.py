@@ -4,27 +4,31 @@ in the journal, send them, record and report their outcomes."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import functools
-import uuid
 from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._bulk_results import BulkOutcome, BulkResult, _error_text
 from ._bulk_steps import (
+    CLAIM_BLOCK,
     Inputs,
     _AdaptiveLimit,
     _aiter,
-    _content_key,
+    _Input,
     _is_account_wide,
+    _Keys,
+    _known_from_journal,
     _outcome_for,
     _Submitter,
-    _ticket_from_entry,
     log,
 )
-from ._journal import Journal, JournalEntry
-from .errors import CreateOutcomeUnknownError, JournalError, SkalaError, ValidationError
+from ._journal import Journal
+from .errors import JournalError, SkalaError, ValidationError
 from .models import Ticket, TicketDraft
 
 if TYPE_CHECKING:
@@ -48,6 +52,12 @@ class _Run:
     ) -> None:
         self.client = client
         self.source = _aiter(drafts)
+        #: Inputs read and claimed a block at a time (one at a time from an asynchronous
+        #: source: its next input may be long to come).
+        self.block = 1 if isinstance(drafts, AsyncIterable) else min(concurrency, CLAIM_BLOCK)
+        self.ready: collections.deque[_Input] = collections.deque()
+        #: Inputs claimed and not sent yet, by index: given back if the run ends first.
+        self.unsent: dict[int, _Input] = {}
         self.limit = _AdaptiveLimit(concurrency, client)
         self.workers = concurrency
         self.journal = journal
@@ -60,7 +70,7 @@ class _Run:
         self.next_index = 0
         self.pull_lock = asyncio.Lock()
         self.stop_error: BaseException | None = None
-        self.occurrences: dict[str, int] = {}
+        self.keys = _Keys(with_journal=journal is not None)
         self.waits: set[asyncio.Task[None]] = set()
         self.exhausted = False
         self._cancelled = False
@@ -86,41 +96,92 @@ class _Run:
         #: The run was cancelled or ended: results still being settled are not reported.
         self.ended = False
 
-    async def pull(self) -> tuple[int, object] | None:
+    async def next_input(self) -> _Input | None:
+        """The next input, prepared: claimed in the journal (a block at a time), or known
+        without a send (rejected, or from the journal). ``None``: no more."""
         async with self.pull_lock:
-            if self.exhausted or self.fatal is not None:
+            if not self.ready and not self.exhausted and self.fatal is None:
+                await self.fill()
+            if self.fatal is not None or not self.ready:
                 return None
+            return self.ready.popleft()
+
+    async def fill(self) -> None:
+        """Read the next block of inputs (one from an asynchronous source, which may be slow
+        to give the next), prepare them and claim in one transaction those to send."""
+        block: list[_Input] = []
+        while len(block) < self.block and not self.exhausted:
             try:
                 draft = await self.source.__anext__()
             except StopAsyncIteration:
                 self.exhausted = True
-                return None
-            index = self.next_index
+                break
+            block.append(_Input(self.next_index, draft))
             self.next_index += 1
-            return index, draft
+        await self.prepare(block)
+        self.claim_block([i for i in block if i.result is None and i.claim is None])
+        self.ready.extend(block)
 
-    async def key_for(self, draft: TicketDraft) -> str:
-        if draft.reference is not None:
-            return f"ref:{draft.reference}"
-        if self.journal is None:
-            return ""
-        base = await _content_key(draft)
-        n = self.occurrences.get(base, 0)
-        self.occurrences[base] = n + 1
-        return base if n == 0 else f"{base}#{n}"
+    async def prepare(self, block: list[_Input]) -> None:
+        """Give each input of ``block`` its key, and its result when it is known without a
+        send: not a draft, a key already seen in this run, the journal's record."""
+        drafts: list[_Input] = []
+        for item in block:
+            if isinstance(item.draft, ValidationError):  # an input its reader could not parse
+                item.result = BulkResult(
+                    item.index, "", None, BulkOutcome.REJECTED, error=item.draft
+                )
+            elif not isinstance(item.draft, TicketDraft):
+                message = (
+                    f"input {item.index}: expected a TicketDraft, got {type(item.draft).__name__}"
+                )
+                error = ValidationError([message])
+                item.result = BulkResult(item.index, "", None, BulkOutcome.REJECTED, error=error)
+            else:
+                item.ref = item.draft.reference
+                drafts.append(item)
+        keys = await self.keys.of([i.draft for i in drafts])  # type: ignore[misc]
+        for item, key in zip(drafts, keys, strict=True):
+            item.key = key
+            self.known(item)
+
+    def known(self, item: _Input) -> None:
+        """Set the result of ``item`` if it is known without a send; read its entry."""
+        index, key, ref = item.index, item.key, item.ref
+        if self.journal is None or not key:
+            item.claim = 0  # nothing to claim: sent as it comes
+        else:
+            # Claimed before any other await: two inputs with one key never both send.
+            if key in self.claimed:
+                error = ValidationError(
+                    [f"input {index}: same key as an earlier input ({key}); not sent twice"]
+                )
+                item.result = BulkResult(index, key, ref, BulkOutcome.REJECTED, error=error)
+                return
+            self.claimed.add(key)
+            if not self.fresh:
+                try:
+                    item.seen = self.journal.get(key)
+                except JournalError as exc:
+                    self.journal_failed(exc)
+                    return
+        item.result = _known_from_journal(
+            index, key, ref, item.seen, takeover=self.resend_uncertain
+        )
+        if item.result is None and self.stop_error is not None:
+            item.result = BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error)
 
     async def worker(self) -> None:
-        while (item := await self.pull()) is not None:
-            index, draft = item
+        while (item := await self.next_input()) is not None:
             if self.tracing is None:
-                await self.one(index, draft)
+                await self.one(item)
                 continue
-            span = self.tracing.span("skala.bulk.input", {"skala.bulk.index": index})
-            self.spans[index] = span
+            span = self.tracing.span("skala.bulk.input", {"skala.bulk.index": item.index})
+            self.spans[item.index] = span
             # Current while the input is sent; a wait started for it inherits it too. The
             # span ends when the input's result is emitted.
             with self.tracing.use(span):
-                await self.one(index, draft)
+                await self.one(item)
 
     def emitting(self, result: BulkResult) -> None:
         """Count ``result`` as emitted and end its span; the caller queues it."""
@@ -195,6 +256,8 @@ class _Run:
         )
 
     async def settled(self, settling: asyncio.Future[int | JournalError]) -> None:
+        if not settling.done() and self.journal is not None:
+            self.journal.commit_queued()  # the reader is slow: no reason to wait for more
         outcome = await settling
         if isinstance(outcome, JournalError):  # the claim stays: a rerun reports it uncertain
             self.journal_failed(outcome)
@@ -211,145 +274,74 @@ class _Run:
         except JournalError as exc:
             self.journal_failed(exc)
 
-    def from_journal(
-        self,
-        index: int,
-        key: str,
-        ref: str | None,
-        entry: JournalEntry | None,
-        *,
-        takeover: bool,
-        raced: bool = False,
-    ) -> BulkResult | None:
-        """What the journal says of the input, or ``None``: it may be sent. ``raced``: the
-        entry was written by another run after this one first read it."""
-        if entry is None:
-            return None
-        if entry.state == "created" and entry.ticket_id:
-            ticket = _ticket_from_entry(entry)
-            return BulkResult(
-                index,
-                key,
-                ref,
-                BulkOutcome.CREATED,
-                uuid.UUID(entry.ticket_id),
-                ticket,
-                from_journal=True,
-            )
-        if entry.state in ("rejected", "failed") or takeover:
-            return None
-        if raced and entry.state == "sending":
-            message = (
-                "another run was sending this input at the same time; its outcome is in that "
-                "run's results (not sent twice)"
-            )
-        else:
-            message = (
-                "an earlier run may have created this ticket (it was being sent when that "
-                "run ended, or the answer was ambiguous); pass resend_uncertain=True to send "
-                "it again"
-            )
-        error = CreateOutcomeUnknownError(
-            message, cause=RuntimeError(entry.error or "interrupted while sending")
-        )
-        return BulkResult(index, key, ref, BulkOutcome.UNCERTAIN, error=error, from_journal=True)
+    async def one(self, item: _Input) -> None:
+        if item.result is not None:
+            await self.report(item.result)
+        elif item.claim is not None:  # else the journal failed first: it is not sent
+            await self.send(item)
 
-    async def one(self, index: int, draft: object) -> None:
-        error: SkalaError
-        if isinstance(draft, ValidationError):  # an input its reader could not parse
-            await self.emit(BulkResult(index, "", None, BulkOutcome.REJECTED, error=draft))
+    def claim_block(self, items: list[_Input]) -> None:
+        """Claim ``items`` in the journal, in one transaction with the outcomes queued so
+        far, before the first of them is sent. An input whose entry another run changed
+        since it was read gets that run's outcome instead (never a second send); when the
+        journal fails, none is claimed and nothing more is sent."""
+        if not items or self.journal is None or self.fatal is not None:
             return
-        if not isinstance(draft, TicketDraft):
-            error = ValidationError(
-                [f"input {index}: expected a TicketDraft, got {type(draft).__name__}"]
-            )
-            await self.emit(BulkResult(index, "", None, BulkOutcome.REJECTED, error=error))
-            return
-        key = await self.key_for(draft)
-        ref = draft.reference
-        if self.journal is not None and key:
-            # Claimed before any other await: two inputs with one key never both send.
-            if key in self.claimed:
-                error = ValidationError(
-                    [f"input {index}: same key as an earlier input ({key}); not sent twice"]
-                )
-                await self.emit(BulkResult(index, key, ref, BulkOutcome.REJECTED, error=error))
-                return
-            self.claimed.add(key)
-        entry: JournalEntry | None = None
-        if self.journal is not None and key and not self.fresh:
-            try:
-                entry = self.journal.get(key)
-            except JournalError as exc:
-                self.journal_failed(exc)
-                return
-        known = self.from_journal(index, key, ref, entry, takeover=self.resend_uncertain)
-        if known is not None:
-            await self.report(known)
-            return
-        if self.stop_error is not None:
-            await self.emit(BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error))
-            return
-        await self.send(index, key, draft, entry)
-
-    async def claim(
-        self, index: int, key: str, ref: str | None, seen: JournalEntry | None
-    ) -> tuple[int | None, BulkResult | None]:
-        """Claim the input in the journal after its send slot was acquired.
-
-        Returns ``(claim, None)`` to send it, or ``(None, result)`` when another run changed
-        its entry since it was read (that run's outcome, never a second send), or
-        ``(None, None)`` when the journal failed (nothing is sent any more). The claim is
-        committed (with the outcomes queued by other workers) before this returns.
-        """
-        if self.journal is None or not key:
-            return 0, None
         takeover = self.resend_uncertain
+        claims = [(i.key, i.index, i.ref, i.seen, takeover) for i in items]
         try:
-            claim = await self.journal.claim_grouped(key, index, ref, seen, takeover=takeover)
-            while claim is None:
-                # Another run wrote this entry after we read it: it is theirs now. Never
-                # take over what it may be sending; send again only what surely failed.
-                seen = self.journal.get(key)
-                takeover = False
-                known = self.from_journal(index, key, ref, seen, takeover=False, raced=True)
-                if known is not None:
-                    return None, known
-                claim = self.journal.claim(key, index, ref, seen, takeover=False)
+            versions = self.journal.claim_many(claims)
+            for item, version in zip(items, versions, strict=True):
+                item.claim = version
+                while item.claim is None:
+                    # Another run wrote this entry after we read it: it is theirs now. Never
+                    # take over what it may be sending; send again only what surely failed.
+                    item.seen = self.journal.get(item.key)
+                    ref = item.ref
+                    item.result = _known_from_journal(
+                        item.index, item.key, ref, item.seen, takeover=False, raced=True
+                    )
+                    if item.result is not None:
+                        break
+                    item.claim = self.journal.claim(
+                        item.key, item.index, ref, item.seen, takeover=False
+                    )
+                if item.claim is not None:
+                    self.unsent[item.index] = item
         except JournalError as exc:
             self.journal_failed(exc)
-            return None, None
-        return claim, None
 
-    async def send(
-        self, index: int, key: str, draft: TicketDraft, seen: JournalEntry | None
-    ) -> None:
-        ref = draft.reference
+    def release_unsent(self) -> None:
+        """Give back the claims of the inputs the run ended without sending."""
+        unsent, self.unsent = list(self.unsent.values()), {}
+        if self.journal is None or not unsent:
+            return
+        with contextlib.suppress(JournalError):  # failed: a rerun reports them uncertain
+            self.journal.release([(i.key, i.claim or 0, i.seen) for i in unsent])
+
+    async def send(self, item: _Input) -> None:
+        assert item.claim is not None
+        index, key, draft = item.index, item.key, item.draft
+        assert isinstance(draft, TicketDraft)
         handle: TicketHandle | None = None
-        result: BulkResult | None
+        result: BulkResult | None = None
         settling: asyncio.Future[int | JournalError] | None = None
         await self.limit.acquire()
         try:
             if self.fatal is not None:
                 return  # the run ends with the journal's error; this input was not sent
-            if self.stop_error is not None:
-                result = BulkResult(index, key, ref, BulkOutcome.FAILED, error=self.stop_error)
-            else:
-                claim, result = await self.claim(index, key, ref, seen)
-                if claim is not None:
-                    result, handle = await self.submit_claimed(index, key, draft)
-                    # Queued: committed with the next claims of the workers, or on its own.
-                    settling = self.settle(result, claim)
+            self.unsent.pop(index, None)
+            result, handle = await self.submit_claimed(index, key, draft)
+            # Queued: committed with the next block of claims, or on its own soon after.
+            settling = self.settle(result, item.claim)
         finally:
             await self.limit.release()
         if settling is not None:
-            assert result is not None
             if not self.results.full():
                 self.report_when_settled(settling, result, handle)
                 return
             await self.settled(settling)  # recorded before it is reported
-        if result is not None:
-            await self.report(result, handle)
+        await self.report(result, handle)
 
     async def submit_claimed(
         self, index: int, key: str, draft: TicketDraft
@@ -441,6 +433,8 @@ class _Run:
         workers = [asyncio.ensure_future(self.worker()) for _ in range(self.workers)]
         try:
             await asyncio.gather(*workers)
+            if self.journal is not None:
+                self.journal.commit_queued()  # the last outcomes: no claim will carry them
             while self.reporting:  # the last outcomes: committed on the loop's next pass
                 await asyncio.wait(list(self.reporting))
             while self.waits and self.fatal is None:
@@ -466,6 +460,7 @@ class _Run:
             for task in workers + list(self.waits):
                 task.cancel()
             await asyncio.gather(*workers, *self.waits, return_exceptions=True)
+            self.release_unsent()
             if self._cancelled:
                 for put in self.puts:
                     put.cancel()

@@ -11,7 +11,9 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from ._bulk_results import BulkOutcome
+import attrs
+
+from ._bulk_results import BulkOutcome, BulkResult
 from ._journal import JournalEntry
 from ._limits import CREATE_PATH
 from ._protocol import create_may_be_resent, create_refused
@@ -137,3 +139,92 @@ def _ticket_from_entry(entry: JournalEntry) -> Ticket | None:
 
 
 # ------------------------------------------------------------------------------- the run
+
+
+#: Inputs claimed in one transaction, at most (a process killed mid-run leaves up to this
+#: many claimed and not yet sent, which a rerun reports ``uncertain``).
+CLAIM_BLOCK = 16
+
+
+@attrs.define(slots=True, eq=False)
+class _Input:
+    """One input of a run as a worker gets it: claimed (``claim``: its version, 0 with no
+    journal) or with its ``result`` known without a send."""
+
+    index: int
+    draft: object
+    key: str = ""
+    ref: str | None = None
+    seen: JournalEntry | None = None
+    claim: int | None = None
+    result: BulkResult | None = None
+
+
+class _Keys:
+    """The journal keys of a run's drafts: ``ref:`` and the reference, or the content hash
+    (``#n`` added for its n-th repeat in the run); no key without a journal or reference."""
+
+    def __init__(self, *, with_journal: bool) -> None:
+        self.with_journal = with_journal
+        self.occurrences: dict[str, int] = {}
+
+    async def of(self, drafts: list[TicketDraft]) -> list[str]:
+        """The keys of ``drafts``, in their order."""
+        hashed = [d for d in drafts if d.reference is None and self.with_journal]
+        if len(hashed) > 1 and any(d.files for d in hashed):  # file hashes: in threads, at once
+            bases = iter(await asyncio.gather(*map(_content_key, hashed)))
+        else:
+            bases = iter([await _content_key(d) for d in hashed])
+        keys = []
+        for draft in drafts:
+            if draft.reference is not None or not self.with_journal:
+                keys.append("" if draft.reference is None else f"ref:{draft.reference}")
+                continue
+            base = next(bases)
+            n = self.occurrences.get(base, 0)
+            self.occurrences[base] = n + 1
+            keys.append(base if n == 0 else f"{base}#{n}")
+        return keys
+
+
+def _known_from_journal(
+    index: int,
+    key: str,
+    ref: str | None,
+    entry: JournalEntry | None,
+    *,
+    takeover: bool,
+    raced: bool = False,
+) -> BulkResult | None:
+    """What the journal says of the input, or ``None``: it may be sent. ``raced``: the
+    entry was written by another run after this one first read it."""
+    if entry is None:
+        return None
+    if entry.state == "created" and entry.ticket_id:
+        ticket = _ticket_from_entry(entry)
+        return BulkResult(
+            index,
+            key,
+            ref,
+            BulkOutcome.CREATED,
+            uuid.UUID(entry.ticket_id),
+            ticket,
+            from_journal=True,
+        )
+    if entry.state in ("rejected", "failed") or takeover:
+        return None
+    if raced and entry.state == "sending":
+        message = (
+            "another run was sending this input at the same time; its outcome is in that "
+            "run's results (not sent twice)"
+        )
+    else:
+        message = (
+            "an earlier run may have created this ticket (it was being sent when that "
+            "run ended, or the answer was ambiguous); pass resend_uncertain=True to send "
+            "it again"
+        )
+    error = CreateOutcomeUnknownError(
+        message, cause=RuntimeError(entry.error or "interrupted while sending")
+    )
+    return BulkResult(index, key, ref, BulkOutcome.UNCERTAIN, error=error, from_journal=True)

@@ -31,14 +31,18 @@ journal deleted, replaced or truncated under a run raises
 :class:`~skala_async.errors.JournalLostError` before the claimed create is sent, instead of
 silently recording into a file nobody will read again.
 
-Group commits: the claims (:meth:`Journal.claim_grouped`) and outcomes
-(:meth:`Journal.settle_grouped`) that the workers of a bulk run queue in one pass of the
-event loop are committed together, in one transaction on the event loop thread, at the
-start of its next pass (or with a claim made by :meth:`Journal.claim`, at once). A claim
-returns only once its transaction is committed and the journal checked, so the order
-"journal, then send" can never be reordered; a bulk run reports an input only once its
-outcome is committed. In a steady run that is at most one transaction and one check per
-input, and fewer when several creates end in one pass.
+Group commits: a bulk run claims its inputs in blocks (:meth:`Journal.claim_many`): the
+next few inputs (as many as its concurrency, 16 at most) are claimed in one transaction,
+with the outcomes queued since (:meth:`Journal.settle_grouped`), before the first of them
+is sent. A claim is still committed, and the journal checked, before its create is sent,
+so the order "journal, then send" can never be reordered; a bulk run reports an input
+only once its outcome is committed. Outcomes queued while no block is claimed are
+committed at most :data:`FLUSH_DELAY` seconds later (or at once, by
+:meth:`Journal.commit_queued`). In a steady run that is one transaction and one check per
+block of inputs. The price: a process killed mid-run also leaves the inputs claimed but
+not yet sent in ``sending``, so a rerun reports them ``uncertain`` with those really in
+flight; a run that ends any other way (cancelled, left early, stopped) gives back the
+claims it did not send (:meth:`Journal.release`).
 
 Writes use WAL mode with ``synchronous=NORMAL``: a committed transaction is in the
 operating system's hands when the commit returns, so it survives the process being killed
@@ -55,6 +59,7 @@ import contextlib
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -66,7 +71,10 @@ try:  # POSIX; elsewhere only the conditional claims keep runs apart
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Journal", "JournalEntry"]
+__all__ = ["FLUSH_DELAY", "Journal", "JournalEntry"]
+
+#: Seconds a queued outcome may wait for a block of claims to be committed with.
+FLUSH_DELAY = 0.05
 
 #: How the database file and its write-ahead log begin, once they have content.
 _MAGIC = {"db": (b"SQLite format 3\x00",), "wal": (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")}
@@ -181,7 +189,7 @@ class Journal:
         """Commit the writes still queued, close the database and release the lock
         (idempotent)."""
         if self._pending:
-            self._flush()
+            self.commit_queued()
         if self._flushing is not None:
             self._flushing.cancel()
             self._flushing = None
@@ -231,7 +239,7 @@ class Journal:
         """Run one statement now, in one transaction with the grouped writes still queued
         (:meth:`_enqueue`), which it resolves; the number of rows it changed. With
         ``check``, the journal is checked (:meth:`check`) after the commit."""
-        return self._flush(_Pending(sql, params, check))
+        return self._flush([_Pending(sql, params, check)])[0]
 
     def _commit(self, writes: list[_Pending]) -> list[int]:
         """Run ``writes`` in one transaction; the rows each changed. The journal is checked
@@ -263,46 +271,46 @@ class Journal:
 
     # ---------------------------------------------------------------------- group commits
 
-    def _enqueue(
-        self, sql: str, params: tuple[object, ...], check: bool = False
-    ) -> asyncio.Future[int | JournalError]:
-        """Queue a write for the next commit: that of the next claim (:meth:`_write`), or
-        the one scheduled for the next pass of the event loop, whichever comes first. The
-        future ends when it is committed (and the journal checked, with ``check``), with
-        the rows it changed or the :class:`JournalError` that stopped it (a result, not
+    def _enqueue(self, sql: str, params: tuple[object, ...]) -> asyncio.Future[int | JournalError]:
+        """Queue a write for the next commit: that of the next claims (:meth:`claim_many`,
+        :meth:`claim`), or the one scheduled :data:`FLUSH_DELAY` seconds after the first
+        write queued, whichever comes first. The future ends when it is committed, with the
+        rows it changed or the :class:`JournalError` that stopped it (a result, not
         raised: nobody need be waiting for it)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[int | JournalError] = loop.create_future()
-        self._pending.append(_Pending(sql, params, check, future))
+        self._pending.append(_Pending(sql, params, False, future))
         if self._flushing is None:
-            self._flushing = loop.call_soon(self._flush)
+            self._flushing = loop.call_later(FLUSH_DELAY, self.commit_queued)
         return future
 
-    def _flush(self, write: _Pending | None = None) -> int:
-        """Commit the queued writes, and ``write`` if given, in one transaction; resolve
-        the futures of the queued ones; the rows ``write`` changed (raises the
-        :class:`JournalError` that stopped it)."""
+    def commit_queued(self) -> None:
+        """Commit the queued writes now and resolve their futures (with the
+        :class:`JournalError` that stopped them, if one did)."""
+        with contextlib.suppress(JournalError):
+            self._flush([])
+
+    def _flush(self, writes: list[_Pending]) -> list[int]:
+        """Commit the queued writes, and ``writes`` after them, in one transaction; resolve
+        the futures of the queued ones; the rows each of ``writes`` changed (raises the
+        :class:`JournalError` that stopped them)."""
         if self._flushing is not None:
             self._flushing.cancel()
             self._flushing = None
-        writes, self._pending = self._pending, []
-        if write is not None:
-            writes.append(write)
-        if not writes:
-            return 0
+        queued, self._pending = self._pending, []
+        if not queued and not writes:
+            return []
         outcome: list[int] | JournalError
         try:
-            outcome = self._commit(writes)
+            outcome = self._commit(queued + writes)
         except JournalError as exc:
             outcome = exc
-        for n, w in enumerate(writes):
+        for n, w in enumerate(queued):
             if w.future is not None and not w.future.done():
                 w.future.set_result(outcome if isinstance(outcome, JournalError) else outcome[n])
         if isinstance(outcome, JournalError):
-            if write is not None:
-                raise outcome
-            return 0
-        return outcome[-1]
+            raise outcome
+        return outcome[len(queued) :]
 
     # ---------------------------------------------------------------------- entries
 
@@ -371,27 +379,43 @@ class Journal:
         claim's version (pass it to :meth:`settle`), or ``None`` if another run changed
         the row first: read it again.
         """
-        write, version = self._claim_write(key, position, reference, seen, takeover)
-        return version if self._flush(write) == 1 else None
+        return self.claim_many([(key, position, reference, seen, takeover)])[0]
 
-    async def claim_grouped(
-        self,
-        key: str,
-        position: int,
-        reference: str | None,
-        seen: JournalEntry | None,
-        *,
-        takeover: bool,
-    ) -> int | None:
-        """:meth:`claim`, committed in one transaction with the claims and outcomes that
-        other workers queue in the same pass of the event loop; it returns only once that
-        transaction is committed and the journal checked, so the claim is still written
-        before its create is sent. Raises the :class:`JournalError` that stopped it."""
-        write, version = self._claim_write(key, position, reference, seen, takeover)
-        outcome = await self._enqueue(write.sql, write.params, check=True)
-        if isinstance(outcome, JournalError):
-            raise outcome
-        return version if outcome == 1 else None
+    def claim_many(
+        self, claims: Sequence[tuple[str, int, str | None, JournalEntry | None, bool]]
+    ) -> list[int | None]:
+        """:meth:`claim` for several inputs, ``(key, position, reference, seen, takeover)``
+        each, in one transaction with the writes queued so far (:meth:`_enqueue`); the
+        journal is checked once, after it. The version of each claim, or ``None`` for each
+        that another run changed first. Raises the :class:`JournalError` that stopped them
+        (then none is claimed)."""
+        made = [self._claim_write(*claim) for claim in claims]
+        changed = self._flush([write for write, _ in made])
+        versions = [version for _, version in made]
+        return [v if n == 1 else None for v, n in zip(versions, changed, strict=True)]
+
+    def release(self, claims: Sequence[tuple[str, int, JournalEntry | None]]) -> int:
+        """Give back claims whose create was never sent, ``(key, claim, seen)`` each, in one
+        transaction: each entry says again what it said before its claim (``seen``), or
+        ``failed`` if there was none (so a rerun sends it). The number given back (a claim
+        taken over since is left alone)."""
+        now = time.time()
+        writes = [
+            _Pending(
+                "UPDATE inputs SET state = ?, error = ?, updated_at = ?, version = version + 1"
+                " WHERE key = ? AND version = ? AND state = 'sending'",
+                (
+                    "failed" if seen is None else seen.state,
+                    "claimed, never sent: the run ended first" if seen is None else seen.error,
+                    now,
+                    key,
+                    claim,
+                ),
+                False,
+            )
+            for key, claim, seen in claims
+        ]
+        return sum(self._flush(writes))
 
     @staticmethod
     def _settle_write(

@@ -29,9 +29,12 @@ Two more clients run in the same rounds:
 from __future__ import annotations
 
 import asyncio
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -140,13 +143,47 @@ def tracer_provider() -> Any:
     return provider
 
 
+class _BaselineLoader(importlib.machinery.SourceFileLoader):
+    """Loads a module of the baseline tree with its absolute ``skala_async`` imports
+    pointed at ``skala_baseline``: otherwise they would reach this tree's modules, and the
+    baseline would mix the two (its own classes failing its own isinstance checks)."""
+
+    def source_to_code(  # type: ignore[override]
+        self, data: bytes, path: str, *, _optimize: int = -1
+    ) -> types.CodeType:
+        text = importlib.util.decode_source(data)
+        text = _ABSOLUTE.sub(r"\1\2 skala_baseline", text)
+        return compile(text, path, "exec", dont_inherit=True, optimize=_optimize)
+
+
+_ABSOLUTE = re.compile(r"^(\s*)(from|import) skala_async\b", re.MULTILINE)
+
+
+class _BaselineFinder(importlib.abc.MetaPathFinder):
+    """Finds ``skala_baseline.*`` in the baseline tree, loaded by :class:`_BaselineLoader`."""
+
+    def find_spec(
+        self, name: str, path: Any, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if not name.startswith("skala_baseline.") or path is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            spec.loader = _BaselineLoader(name, spec.origin)
+        return spec
+
+
 def load_baseline(tree: str) -> types.ModuleType:
     """The ``skala_async`` package of another source tree, as module ``skala_baseline``."""
     init = Path(tree) / "skala_async" / "__init__.py"
     if not init.is_file():
         raise SystemExit(f"--baseline: no skala_async package in {tree}")
+    sys.meta_path.insert(0, _BaselineFinder())
     spec = importlib.util.spec_from_file_location(
-        "skala_baseline", init, submodule_search_locations=[str(init.parent)]
+        "skala_baseline",
+        init,
+        loader=_BaselineLoader("skala_baseline", str(init)),
+        submodule_search_locations=[str(init.parent)],
     )
     assert spec is not None
     assert spec.loader is not None

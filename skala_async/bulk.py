@@ -27,11 +27,14 @@ by about one per round trip (additive increase, multiplicative decrease).
 With ``journal="run.sqlite"`` every step is recorded (see :mod:`skala_async._journal`):
 running the same job again with the same journal does not resend inputs that were
 accepted, reports them from the journal, and reports inputs that were in flight when the
-process died as ``uncertain`` unless ``resend_uncertain=True``. One run at a time: a
-second run on a journal in use raises :class:`~skala_async.errors.JournalInUseError` before
-it sends anything, and each input is claimed in the journal (atomically, only if still
-unsent) after its send slot is acquired and before it is sent, so no two runs can send it
-twice. A journal that cannot be used raises :class:`~skala_async.errors.JournalError`
+process died (and those of the last block claimed, see below) as ``uncertain`` unless
+``resend_uncertain=True``. One run at a time: a second run on a journal in use raises
+:class:`~skala_async.errors.JournalInUseError` before it sends anything, and each input is
+claimed in the journal (atomically, only if still unsent) before it is sent, so no two
+runs can send it twice. Inputs are claimed a block at a time (``concurrency`` of them, 16
+at most, in one transaction); a run that ends without sending some of its claims (a
+reader that leaves, a cancel) gives them back, so only a killed process leaves them
+``uncertain``. A journal that cannot be used raises :class:`~skala_async.errors.JournalError`
 before the first create; one that is deleted, replaced or truncated during the run raises
 :class:`~skala_async.errors.JournalLostError` once the creates in flight have ended, and
 nothing more is sent.

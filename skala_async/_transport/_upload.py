@@ -23,14 +23,20 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_writer import StreamWriter
 
 from skala_async._wire import ProgressCallback, Request
-from skala_async.models import Attachment
+from skala_async.models import Attachment, _ReadAhead
 
-__all__ = ["CHUNK_SIZE", "SLICE", "AttachmentPayload"]
+__all__ = ["CHUNK_SIZE", "SENDFILE_MIN", "SLICE", "AttachmentPayload"]
 
 CHUNK_SIZE = 256 * 1024
 
 #: With a progress callback, ``sendfile()`` goes in slices of this size between calls.
 SLICE = 1024 * 1024
+
+#: Files up to this size are read in one piece in a worker thread and written with the rest
+#: of the body in one ``send()``; only larger ones go out with ``sendfile()``, whose set-up
+#: (an ``open`` in a worker thread, the writer drained, reading paused and resumed, its own
+#: ``send`` for the body after the file) costs more CPU than it saves on a small file.
+SENDFILE_MIN = CHUNK_SIZE
 
 
 class _LocalFailure:
@@ -96,8 +102,9 @@ class AttachmentPayload(aiohttp.payload.Payload):
         att = self._attachment
         expected = att.size or 0
         remaining = expected if content_length is None else min(expected, content_length)
-        if att.data is not None:  # in memory already: no thread needed
-            view = memoryview(att.data)[:remaining]
+        content = att.content if isinstance(att, _ReadAhead) else att.data
+        if content is not None:  # in memory already: no thread needed
+            view = memoryview(content)[:remaining]
             for start in range(0, len(view), CHUNK_SIZE):
                 piece = view[start : start + CHUNK_SIZE]
                 await writer.write(piece)
@@ -105,7 +112,7 @@ class AttachmentPayload(aiohttp.payload.Payload):
             return
         loop = asyncio.get_running_loop()
         if (
-            remaining > 0
+            remaining > SENDFILE_MIN
             and isinstance(writer, _Coalescing)
             and writer.can_sendfile()
             and await self._send_file(loop, writer, remaining, whole=remaining == expected)

@@ -341,20 +341,26 @@ class _FormPayload(aiohttp.payload.Payload):
     aiohttp's multipart writer makes a socket write per boundary, header and value (about a
     dozen per ticket); gathering them costs a copy of a few hundred bytes and saves most of
     the per-request CPU of a create. The size stays known, so ``Content-Length`` is sent.
+    ``head`` holds the text fields' parts already rendered; ``writer`` writes the files'
+    parts and the closing boundary, with the same boundary.
     """
 
     _autoclose = True
 
-    def __init__(self, writer: aiohttp.MultipartWriter) -> None:
+    def __init__(self, head: bytes, writer: aiohttp.MultipartWriter) -> None:
         super().__init__(writer, content_type=writer.content_type)
+        self._head = head
         self._multipart = writer
-        self._size = writer.size
+        size = writer.size
+        self._size = None if size is None else len(head) + size
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a multipart body with attachments has no text form")
 
     async def write(self, writer: AbstractStreamWriter) -> None:
         buffered = _Coalescing(writer)
+        if self._head:
+            await buffered.write(self._head)
         await self._multipart.write(buffered)  # type: ignore[arg-type]
         await buffered.flush()
 
@@ -367,31 +373,70 @@ class _FormPayload(aiohttp.payload.Payload):
         await self._multipart.close()
 
 
+#: A field name sent as it is in its part's header (the API's are all such names).
+_PLAIN_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _text_parts(boundary: bytes, fields: tuple[tuple[str, str], ...]) -> bytes:
+    """The parts of ``fields``, byte for byte as aiohttp's ``FormData`` renders them
+    (``text/plain; charset=utf-8``); every name is a :func:`_plain` one.
+
+    Rendering them here skips a payload object, a header dictionary and a
+    ``Content-Disposition`` builder per field, most of the body's cost in a create.
+    """
+    pieces: list[bytes] = []
+    for name, value in fields:
+        pieces += (
+            b"--",
+            boundary,
+            b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b'Content-Disposition: form-data; name="',
+            name.encode("ascii"),
+            b'"\r\n\r\n',
+            value.encode("utf-8"),
+            b"\r\n",
+        )
+    return b"".join(pieces)
+
+
+def _plain(name: str) -> bool:
+    """Whether a field name goes into its part's header as it is (the API's all do)."""
+    return bool(name) and _PLAIN_NAME.issuperset(name)
+
+
 def _form(
     request: Request, progress: ProgressCallback | None, failure: _LocalFailure | None = None
 ) -> _FormPayload:
     # Always multipart, also without files: the endpoint documents only multipart.
-    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
-    for name, value in request.fields:
-        form.add_field(name, value)
-    total = request.body_size
-    sent = 0
+    rendered = all(_plain(name) for name, _ in request.fields)
+    if rendered and not request.files:
+        multipart = aiohttp.MultipartWriter("form-data")
+    else:
+        form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
+        if not rendered:  # names aiohttp quotes: it renders the fields too
+            for name, value in request.fields:
+                form.add_field(name, value)
+        total = request.body_size
+        sent = 0
 
-    def on_chunk(n: int) -> None:
-        nonlocal sent
-        sent += n
-        if progress is not None:
-            progress(sent, total)
+        def on_chunk(n: int) -> None:
+            nonlocal sent
+            sent += n
+            if progress is not None:
+                progress(sent, total)
 
-    for att in request.files:
-        form.add_field(
-            "files",
-            AttachmentPayload(
-                att, progress=on_chunk if progress is not None else None, failure=failure
-            ),
-            filename=att.filename,
-            content_type=att.content_type,
-        )
-    multipart = form()
-    assert isinstance(multipart, aiohttp.MultipartWriter)
-    return _FormPayload(multipart)
+        for att in request.files:
+            form.add_field(
+                "files",
+                AttachmentPayload(
+                    att, progress=on_chunk if progress is not None else None, failure=failure
+                ),
+                filename=att.filename,
+                content_type=att.content_type,
+            )
+        payload = form()
+        assert isinstance(payload, aiohttp.MultipartWriter)
+        multipart = payload
+    # The fields' parts go first, with the boundary of the parts that follow them.
+    head = _text_parts(multipart.boundary.encode("ascii"), request.fields) if rendered else b""
+    return _FormPayload(head, multipart)

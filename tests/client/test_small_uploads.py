@@ -246,3 +246,79 @@ def test_with_headers_keeps_every_other_field() -> None:
 def test_sendfile_starts_above_one_chunk() -> None:
     assert _upload.SENDFILE_MIN == _upload.CHUNK_SIZE
     assert MAX <= _upload.SENDFILE_MIN
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    async def write(self, chunk: bytes) -> None:
+        self.data += chunk
+
+
+async def _rendered(
+    fields: tuple[tuple[str, str], ...], files: tuple[Any, ...]
+) -> tuple[bytes, str]:
+    req = Request(operation=Operation.CREATE, method="POST", path="/p/", fields=fields, files=files)
+    payload = _upload._form(req, None)
+    sink = _Sink()
+    await payload.write(sink)  # type: ignore[arg-type]
+    await payload.close()
+    assert payload.size == len(sink.data)  # Content-Length matches what is written
+    return bytes(sink.data), payload.content_type.split("boundary=", 1)[1]
+
+
+async def _aiohttp_rendered(
+    boundary: str, fields: tuple[tuple[str, str], ...], files: tuple[Any, ...]
+) -> bytes:
+    form = aiohttp.FormData(quote_fields=False, default_to_multipart=True)
+    for name, value in fields:
+        form.add_field(name, value)
+    for att in files:
+        form.add_field("files", att.data, filename=att.filename, content_type=att.content_type)
+    writer = form()
+    assert isinstance(writer, aiohttp.MultipartWriter)
+    writer._boundary = boundary.encode("ascii")
+    sink = _Sink()
+    await writer.write(sink)  # type: ignore[arg-type]
+    return bytes(sink.data)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (("customerId", "6f1c"), ("summary", "s"), ("description", "d")),
+        (("summary", 'Ñandú "quoted"\r\n--not-a-boundary\r\n'), ("description", "")),
+        (("odd name", "v"), ('q"uote', "w"), ("ñ", "x")),  # names aiohttp renders itself
+        (),
+    ],
+    ids=["api", "hostile values", "names to quote", "none"],
+)
+@pytest.mark.parametrize("with_files", [False, True])
+async def test_the_body_is_byte_for_byte_aiohttps_form(
+    fields: tuple[tuple[str, str], ...], with_files: bool
+) -> None:
+    files = (
+        (
+            skala.Attachment.from_bytes(b"\x89PNG" + bytes(300), filename="a.png"),
+            skala.Attachment.from_bytes(b"%PDF-1", filename='in "quotes".pdf'),
+        )
+        if with_files
+        else ()
+    )
+    ours, boundary = await _rendered(fields, files)
+    assert ours == await _aiohttp_rendered(boundary, fields, files)
+
+
+async def test_a_created_ticket_keeps_hostile_text_as_sent(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox, make_file: Callable[..., Path]
+) -> None:
+    summary = 'Ñandú "quoted" -- boundary?'
+    description = "line one\r\n--" + "x" * 32 + "\r\nContent-Type: text/html\r\n\r\nend"
+    path = make_file("shot.png", size=321)
+    await skala_client.create_ticket(skala_sandbox.customer_id, summary, description, files=path)
+    [req] = skala_sandbox.requests_to("create")
+    assert req.status == 202
+    [ticket] = skala_sandbox.tickets.values()
+    assert (ticket.summary, ticket.description) == (summary, description)
+    assert [(f.filename, f.size) for f in req.files] == [("shot.png", 321)]

@@ -158,8 +158,10 @@ class Attachment:
 
     Build one with :meth:`from_path`, :meth:`from_bytes` or :meth:`from_file`. A path is
     opened again for every attempt and read in chunks, so a retried request sends the
-    same bytes and memory use does not grow with file size. An open file object is read
-    from its position at the time the attachment was made, and is never closed by us.
+    same bytes and memory use does not grow with file size (``create_ticket`` reads a
+    file of up to 64 KiB once, when it measures it, and sends that content every time).
+    An open file object is read from its position at the time the attachment was made, and
+    is never closed by us.
 
     The name sent is a file's own name: ``a\\b.pdf``, a legal file name on Linux and macOS,
     is sent whole there. A name given with ``filename=`` may come from another machine (a
@@ -309,7 +311,7 @@ class _ReadAhead(Attachment):
 
     ``content`` is exactly ``size`` bytes, read right after the ``stat`` (and the end of
     the file checked); every attempt sends it, so a retried request sends the same bytes.
-    Shown, compared and validated like the path attachment it was made from.
+    Shown and validated like the path attachment it was made from.
     """
 
     content: bytes = attrs.field(default=b"", eq=False)

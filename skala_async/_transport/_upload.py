@@ -2,11 +2,13 @@
 
 Each attachment is an :class:`AttachmentPayload` that knows its size (so aiohttp sends
 ``Content-Length``, never chunked encoding, which Django under WSGI reads as an empty body)
-and opens its file anew for every attempt. On a plain TCP connection the file goes from
-the page cache to the socket with ``sendfile()``; otherwise (TLS, a trace or upload
-tracker that must see the bytes, an in-memory file) it is read in 256 KiB chunks in a
-worker thread. Filenames are sent as raw UTF-8 (``quote_fields=False``): the default
-percent-encoding is not decoded by Django or aiohttp's own server.
+and opens its file anew for every attempt. On a plain TCP connection a file larger than
+one chunk goes from the page cache to the socket with ``sendfile()``; otherwise (a smaller
+file, TLS, a trace or upload tracker that must see the bytes, an in-memory file) it is read
+in 256 KiB chunks in a worker thread. A file read when it was measured
+(:func:`skala_async.models.read_ahead`) is written from memory, with no thread. Filenames
+are sent as raw UTF-8 (``quote_fields=False``): the default percent-encoding
+is not decoded by Django or aiohttp's own server.
 """
 
 from __future__ import annotations

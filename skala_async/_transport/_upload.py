@@ -343,15 +343,22 @@ class _FormPayload(aiohttp.payload.Payload):
     aiohttp's multipart writer makes a socket write per boundary, header and value (about a
     dozen per ticket); gathering them costs a copy of a few hundred bytes and saves most of
     the per-request CPU of a create. The size stays known, so ``Content-Length`` is sent.
-    ``head`` holds the text fields' parts already rendered; ``writer`` writes the files'
-    parts and the closing boundary, with the same boundary.
+    ``head`` holds the parts of the text fields ``rendered_fields`` (read by
+    :class:`skala_async.testing.MockSkala`); ``writer`` writes the other parts and the
+    closing boundary, with the same boundary.
     """
 
     _autoclose = True
 
-    def __init__(self, head: bytes, writer: aiohttp.MultipartWriter) -> None:
+    def __init__(
+        self,
+        head: bytes,
+        writer: aiohttp.MultipartWriter,
+        rendered_fields: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         super().__init__(writer, content_type=writer.content_type)
         self._head = head
+        self.rendered_fields = rendered_fields
         self._multipart = writer
         size = writer.size
         self._size = None if size is None else len(head) + size
@@ -440,5 +447,7 @@ def _form(
         assert isinstance(payload, aiohttp.MultipartWriter)
         multipart = payload
     # The fields' parts go first, with the boundary of the parts that follow them.
-    head = _text_parts(multipart.boundary.encode("ascii"), request.fields) if rendered else b""
-    return _FormPayload(head, multipart)
+    if not rendered:
+        return _FormPayload(b"", multipart)
+    head = _text_parts(multipart.boundary.encode("ascii"), request.fields)
+    return _FormPayload(head, multipart, request.fields)

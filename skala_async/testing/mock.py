@@ -246,6 +246,8 @@ class MockSkala:
             body = kwargs.get("data")
             multipart = getattr(body, "_multipart", None)
             fields: dict[str, Any] = {"files": []}
+            # The text fields the transport rendered itself; any others are parts below.
+            fields.update(getattr(body, "rendered_fields", ()))
             for part, _, _ in getattr(multipart, "_parts", ()):
                 disposition = part.headers.get("Content-Disposition", "")
                 name = re.search(r'name="([^"]*)"', disposition)

@@ -48,14 +48,17 @@ async def create(client: skala.SkalaClient, sb: SkalaSandbox, **kw: Any) -> skal
     return await client.create_ticket(sb.customer_id, "Upload", "Files attached.", **kw)
 
 
-async def test_paths_go_out_with_sendfile_byte_exact(
+async def test_files_over_one_chunk_go_out_with_sendfile_byte_exact(
     skala_client: skala.SkalaClient,
     skala_sandbox: SkalaSandbox,
     make_file: Callable[..., Path],
     sendfile_calls: list[int],
 ) -> None:
-    paths = [make_file("a.pdf", size=3 * MIB + 7), make_file("b.png", size=1), make_file("c.mp4")]
-    await create(skala_client, skala_sandbox, files=paths)
+    big = [make_file("a.pdf", size=3 * MIB + 7), make_file("c.mp4", size=_upload.SENDFILE_MIN + 1)]
+    small = [make_file("b.png", size=1), make_file("d.png", size=_upload.SENDFILE_MIN)]
+    paths = [big[0], small[0], big[1], small[1]]
+    # Attachments, not paths: a path up to READ_AHEAD_MAX is read with its measuring.
+    await create(skala_client, skala_sandbox, files=[skala.Attachment.from_path(p) for p in paths])
     [req] = skala_sandbox.requests_to("create")
     assert req.status == 202
     assert not req.chunked
@@ -64,7 +67,8 @@ async def test_paths_go_out_with_sendfile_byte_exact(
     assert [(f.filename, f.size, f.sha256) for f in req.files] == [
         (p.name, p.stat().st_size, sha(p.read_bytes())) for p in paths
     ]
-    assert sendfile_calls == [p.stat().st_size for p in paths]  # one call per file
+    # One call per file larger than one chunk; smaller ones are read in one piece.
+    assert sendfile_calls == [p.stat().st_size for p in big]
 
 
 async def test_progress_comes_in_slices_and_reaches_the_total(

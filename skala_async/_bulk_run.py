@@ -435,7 +435,7 @@ class _Run:
             await asyncio.gather(*workers)
             if self.journal is not None:
                 self.journal.commit_queued()  # the last outcomes: no claim will carry them
-            while self.reporting:  # the last outcomes: committed on the loop's next pass
+            while self.reporting:  # their reports: on the loop's next pass
                 await asyncio.wait(list(self.reporting))
             while self.waits and self.fatal is None:
                 done, _ = await asyncio.wait(list(self.waits), return_when=FIRST_COMPLETED)

@@ -292,24 +292,27 @@ class _Run:
         try:
             versions = self.journal.claim_many(claims)
             for item, version in zip(items, versions, strict=True):
-                item.claim = version
-                while item.claim is None:
-                    # Another run wrote this entry after we read it: it is theirs now. Never
-                    # take over what it may be sending; send again only what surely failed.
-                    item.seen = self.journal.get(item.key)
-                    ref = item.ref
-                    item.result = _known_from_journal(
-                        item.index, item.key, ref, item.seen, takeover=False, raced=True
-                    )
-                    if item.result is not None:
-                        break
-                    item.claim = self.journal.claim(
-                        item.key, item.index, ref, item.seen, takeover=False
-                    )
+                item.claim = version if version is not None else self.reclaim(item)
                 if item.claim is not None:
                     self.unsent[item.index] = item
         except JournalError as exc:
             self.journal_failed(exc)
+
+    def reclaim(self, item: _Input) -> int | None:
+        """Another run wrote ``item``'s entry after we read it: it is theirs now. Never take
+        over what it may be sending; claim again only what surely failed. The claim, or
+        ``None`` with ``item.result`` set to that run's outcome."""
+        assert self.journal is not None
+        while True:
+            item.seen = self.journal.get(item.key)
+            item.result = _known_from_journal(
+                item.index, item.key, item.ref, item.seen, takeover=False, raced=True
+            )
+            if item.result is not None:
+                return None
+            claim = self.journal.claim(item.key, item.index, item.ref, item.seen, takeover=False)
+            if claim is not None:
+                return claim
 
     def release_unsent(self) -> None:
         """Give back the claims of the inputs the run ended without sending."""

@@ -111,16 +111,21 @@ def client_via(rec: Recorder) -> skala.SkalaClient:
     )
 
 
-@pytest.mark.parametrize("concurrency", [1, 3, 8])
-async def test_every_create_reaches_the_server_after_its_claim_is_committed(
-    recorder: Recorder, concurrency: int
-) -> None:
-    n = 40
+async def create_all_via(recorder: Recorder, n: int, concurrency: int) -> None:
+    """Send ``n`` drafts through the recorder with a journal; all must be created."""
     async with client_via(recorder) as client:
         report = await client.create_many(
             drafts(recorder.sb, n), concurrency=concurrency, journal=recorder.journal
         )
     assert report.counts["created"] == n
+
+
+@pytest.mark.parametrize("concurrency", [1, 3, 8])
+async def test_every_create_reaches_the_server_after_its_claim_is_committed(
+    recorder: Recorder, concurrency: int
+) -> None:
+    n = 40
+    await create_all_via(recorder, n, concurrency)
     assert sorted(i for i, _ in recorder.seen) == list(range(n))  # each sent once
     for i, journal in recorder.seen:
         # Its claim was on disk (seen by another connection) when the create arrived.
@@ -240,11 +245,7 @@ async def test_inputs_are_claimed_a_block_at_a_time_before_the_first_is_sent(
     recorder: Recorder, concurrency: int, block: int, claimed_first: int
 ) -> None:
     n = 40
-    async with client_via(recorder) as client:
-        report = await client.create_many(
-            drafts(recorder.sb, n), concurrency=concurrency, journal=recorder.journal
-        )
-    assert report.counts["created"] == n
+    await create_all_via(recorder, n, concurrency)
     # The first create to arrive finds whole blocks claimed, and nothing else written yet.
     _, first = recorder.seen[0]
     assert first == {f"ref:r{i}": ("sending", None) for i in range(claimed_first)}

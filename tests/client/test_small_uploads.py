@@ -48,21 +48,6 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-@pytest.fixture
-def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    loop = asyncio.get_event_loop_policy().get_event_loop()
-    real = type(loop).sendfile
-
-    async def spy(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> int:
-        sent: int = await real(self, *args, **kwargs)
-        calls.append(sent)
-        return sent
-
-    monkeypatch.setattr(type(loop), "sendfile", spy)
-    return calls
-
-
 async def _token(client: skala.SkalaClient, sb: SkalaSandbox) -> None:
     """A first create without files: the token and the connection exist afterwards."""
     await client.create_ticket(sb.customer_id, "warm", "d")

@@ -28,22 +28,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture
-def sendfile_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The byte counts of every ``loop.sendfile`` call made by the running loop."""
-    calls: list[int] = []
-    loop = asyncio.get_event_loop_policy().get_event_loop()
-    real = type(loop).sendfile
-
-    async def spy(self: asyncio.AbstractEventLoop, *args: Any, **kwargs: Any) -> int:
-        sent: int = await real(self, *args, **kwargs)
-        calls.append(sent)
-        return sent
-
-    monkeypatch.setattr(type(loop), "sendfile", spy)
-    return calls
-
-
 async def create(client: skala.SkalaClient, sb: SkalaSandbox, **kw: Any) -> skala.TicketHandle:
     return await client.create_ticket(sb.customer_id, "Upload", "Files attached.", **kw)
 

@@ -8,6 +8,11 @@ Fixtures:
     skala_client: a :class:`~skala_async.SkalaClient` connected to it, with fast polling and
         retry delays (:data:`~skala_async.testing.FAST_POLL`, ``FAST_RETRY``) so tests do not
         sleep for seconds.
+
+It also adds one warnings filter: aiohttp's multipart reader (which the sandbox reads creates
+with) calls its own deprecated ``unread_data()`` when an upload arrives in uneven pieces, and
+under ``filterwarnings = error`` that warning would fail a create at random. Only that
+warning, from ``aiohttp.multipart``, is ignored.
 """
 
 from __future__ import annotations
@@ -21,8 +26,20 @@ except ImportError:  # pragma: no cover - pytest-asyncio is in the test extra
     pytest_asyncio = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
+    import pytest
+
     from skala_async import SkalaClient
     from skala_async.testing import SkalaSandbox
+
+# The same filter as skala_async.testing.sandbox._forms installs at import (kept equal by a
+# test); written out here so that loading the plugin does not import aiohttp.
+UNREAD_FILTER = r"ignore:unread_data\(\) is deprecated:DeprecationWarning:aiohttp\.multipart"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Add the filter for aiohttp's own ``unread_data()`` warning (see the module docstring)."""
+    config.addinivalue_line("filterwarnings", UNREAD_FILTER)
+
 
 if pytest_asyncio is not None:
 

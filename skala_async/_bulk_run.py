@@ -7,7 +7,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +71,12 @@ class _Run:
         self.stop_error: BaseException | None = None
         self.keys = _Keys(with_journal=journal is not None)
         self.waits: set[asyncio.Task[None]] = set()
+        #: Wait tasks that ended in an unexpected error (or were cancelled), and the future
+        #: that wakes the run when a wait ends: one wake-up per ending, where asyncio.wait
+        #: over every running wait would add and remove a callback on each of them per
+        #: ending (quadratic in the waits in flight).
+        self.waits_failed: list[asyncio.Task[None]] = []
+        self.wake: asyncio.Future[None] | None = None
         self.exhausted = False
         self._cancelled = False
         #: A journal that can no longer be trusted or written: nothing more is sent.
@@ -386,9 +391,16 @@ class _Run:
         task = asyncio.ensure_future(self.wait_for(result, handle))
         self.waits.add(task)
         self.waiting[task] = result
-        task.add_done_callback(self.waits.discard)
-        task.add_done_callback(self.waiting.pop)
+        task.add_done_callback(self.wait_finished)
         return True
+
+    def wait_finished(self, task: asyncio.Task[None]) -> None:
+        self.waits.discard(task)
+        self.waiting.pop(task, None)
+        if task.cancelled() or task.exception() is not None:
+            self.waits_failed.append(task)
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
 
     async def wait_for(self, result: BulkResult, handle: TicketHandle) -> None:
         error: BaseException | None = None
@@ -440,10 +452,14 @@ class _Run:
                 self.journal.commit_queued()  # the last outcomes: no claim will carry them
             while self.reporting:  # their reports: on the loop's next pass
                 await asyncio.wait(list(self.reporting))
-            while self.waits and self.fatal is None:
-                done, _ = await asyncio.wait(list(self.waits), return_when=FIRST_COMPLETED)
-                for task in done:
+            loop = asyncio.get_running_loop()
+            while True:
+                for task in self.waits_failed:
                     task.result()  # an unexpected error ends the run
+                if not self.waits or self.fatal is not None:
+                    break
+                self.wake = loop.create_future()
+                await self.wake
             if self.fatal is not None:
                 await self.end_waits()
             if self.journal is not None:

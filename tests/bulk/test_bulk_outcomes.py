@@ -468,3 +468,50 @@ async def test_report_html_lists_at_most_50_failures(
     assert page.count("<td>rejected</td>") == 50
     assert "<p>… and 3 more</p>" in page
     assert skala_sandbox.requests == []
+
+
+async def test_waits_ending_in_any_order_are_each_reported_once(
+    skala_client: skala.SkalaClient, skala_sandbox: SkalaSandbox
+) -> None:
+    # Processing times drawn at random: the run wakes once per wait that ends, whatever
+    # the order, and reports each input once.
+    skala_sandbox.processing_delay = (0.01, 0.5)
+    seen = []
+    async with contextlib.aclosing(
+        skala_client.submit_many(drafts(skala_sandbox, 40), concurrency=8, wait=True)
+    ) as results:
+        async for result in results:
+            assert result.ticket is not None
+            assert result.ticket.status is skala.TicketStatus.CREATED
+            seen.append(result.index)
+    assert sorted(seen) == list(range(40))
+
+
+@pytest.mark.parametrize("failing", [0, 5])
+async def test_an_unexpected_error_in_a_wait_ends_the_run(
+    skala_client: skala.SkalaClient,
+    skala_sandbox: SkalaSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    failing: int,
+) -> None:
+    # A wait that fails with something other than a SkalaError is a bug to surface, even
+    # when it fails while inputs are still being sent (failing=0: the first wait, with
+    # the other five still to create).
+    from skala_async._waiting import TicketHandle
+
+    real = TicketHandle.wait_until_created
+    ids: dict[str, int] = {}
+
+    def wait(self: TicketHandle, *args: Any, **kwargs: Any) -> Any:
+        if ids.setdefault(str(self.ticket_id), len(ids)) == failing:
+
+            async def boom() -> None:
+                raise RuntimeError("not a SkalaError")
+
+            return boom()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TicketHandle, "wait_until_created", wait)
+    with pytest.raises(RuntimeError, match="not a SkalaError"):
+        await skala_client.create_many(drafts(skala_sandbox, 6), concurrency=1, wait=True)
+    assert len(skala_sandbox.tickets) == 6  # the inputs still to send were sent first

@@ -71,10 +71,8 @@ class _Run:
         self.stop_error: BaseException | None = None
         self.keys = _Keys(with_journal=journal is not None)
         self.waits: set[asyncio.Task[None]] = set()
-        #: Wait tasks that ended in an unexpected error (or were cancelled), and the future
-        #: that wakes the run when a wait ends: one wake-up per ending, where asyncio.wait
-        #: over every running wait would add and remove a callback on each of them per
-        #: ending (quadratic in the waits in flight).
+        #: Waits that ended in an unexpected error, and what wakes the run when a wait ends
+        #: (asyncio.wait over all the running waits, per ending, would be quadratic).
         self.waits_failed: list[asyncio.Task[None]] = []
         self.wake: asyncio.Future[None] | None = None
         self.exhausted = False

@@ -147,7 +147,7 @@ def _disposition(header: str | None) -> tuple[str | None, str | None]:
     """A part's name and filename, read as aiohttp's ``part.name`` and ``part.filename`` read
     them (the same two functions), once per distinct header. aiohttp parses the header anew
     for each of the two, and its parser costs about 70 µs a call (it escapes a 128-character
-    class on every call): two thirds of the sandbox's CPU for a create without files."""
+    class on every call): reading it once cut the sandbox's CPU per create by about 30 %."""
     _, params = aiohttp.multipart.parse_content_disposition(header)
     return (
         aiohttp.multipart.content_disposition_filename(params, "name"),

@@ -90,17 +90,15 @@ async def read_form(
     while True:
         try:
             part = await reader.next()
-        except aiohttp.multipart.BadContentDispositionHeader:
-            # aiohttp warns and reads no name; under warnings-as-errors (a test suite's
-            # `-W error`) the warning is raised here instead: the same refusal either way.
-            raise ValueError("a part has no name in its Content-Disposition") from None
-        if part is None:
-            break
-        if isinstance(part, aiohttp.MultipartReader):
-            raise ValueError("nested multipart bodies are not supported")
-        try:
+            if part is None:
+                break
+            if isinstance(part, aiohttp.MultipartReader):
+                raise ValueError("nested multipart bodies are not supported")
             name, filename = _disposition(part.headers.get(aiohttp.hdrs.CONTENT_DISPOSITION))
         except aiohttp.multipart.BadContentDispositionHeader:
+            # aiohttp warns and reads no name (in next() or in our own read of the header);
+            # under warnings-as-errors (a test suite's `-W error`) the warning is raised
+            # instead: the same refusal either way.
             raise ValueError("a part has no name in its Content-Disposition") from None
         if name is None:
             raise ValueError("a part has no name in its Content-Disposition")
